@@ -1,0 +1,46 @@
+"""sta-deploy: STA token pruning (Ding et al., ICCV 2023) for video transformers, and its deployment.
+
+Public API::
+
+    import sta_deploy
+    model = sta_deploy.create_model("vit_b", r1=48)          # random weights
+    model = sta_deploy.create_model("vit_b", r1=48, checkpoint="videomae_vit_b_k400.pth")
+    logits, kept = model(video, return_kept=True)              # video: (B, 3, 16, 224, 224)
+    sta_deploy.count_flops("vit_b", r1=48).gflops              # 115.8, the paper's 116
+"""
+
+__version__ = "0.1.0"
+
+from .errors import CheckpointError, ConfigError, StaDeployError  # noqa: E402
+from .registry import create_model, list_models  # noqa: E402
+
+_LAZY = {
+    "count_flops": ("sta_deploy.flops", "count_flops"),
+    "FlopsReport": ("sta_deploy.flops", "FlopsReport"),
+    "save_checkpoint": ("sta_deploy.checkpoints", "save_checkpoint"),
+    "read_checkpoint": ("sta_deploy.checkpoints", "read_checkpoint"),
+}
+
+
+def __getattr__(name):
+    # Heavy or optional pieces load on first use so that `import sta_deploy` stays quick.
+    if name in _LAZY:
+        import importlib
+
+        module_name, attribute = _LAZY[name]
+        return getattr(importlib.import_module(module_name), attribute)
+    raise AttributeError(f"module 'sta_deploy' has no attribute {name!r}")
+
+
+__all__ = [
+    "__version__",
+    "create_model",
+    "list_models",
+    "count_flops",
+    "FlopsReport",
+    "save_checkpoint",
+    "read_checkpoint",
+    "StaDeployError",
+    "ConfigError",
+    "CheckpointError",
+]

@@ -1,0 +1,302 @@
+"""Reading the checkpoints users have, and writing sta_deploy's own.
+
+Accepted layouts (detected from the contents, not the file name):
+
+* original VideoMAE ``.pth``: a raw state dict, or one nested under ``module`` (fine-tuned
+  releases), ``model`` or ``state_dict``;
+* a Hugging Face ``VideoMAEForVideoClassification`` directory (``config.json`` plus
+  ``model.safetensors``, a sharded ``*.safetensors.index.json`` or ``pytorch_model.bin``), or such a
+  state dict on its own; split query/key/value are fused into ``qkv`` with ``q_bias``/``v_bias``;
+* files written by :func:`save_checkpoint` (state dict plus the model's config).
+
+Everything is loaded with ``torch.load(weights_only=True)`` and checked strictly: a checkpoint that
+does not fit raises :class:`CheckpointError` listing missing, unexpected and mis-shaped keys.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import torch
+
+from ._io import atomic_path, sha256_file
+from .errors import CheckpointError, ConfigError
+
+FORMAT_TAG = "sta_deploy.checkpoint"
+FORMAT_VERSION = 1
+# Keys that are fixed tables in our model (not parameters) and may appear in some exports.
+IGNORED_KEYS = {"pos_embed"}
+_SHOW = 4
+
+
+def _short(keys) -> str:
+    keys = list(keys)
+    shown = ", ".join(keys[:_SHOW])
+    more = f", ... (+{len(keys) - _SHOW})" if len(keys) > _SHOW else ""
+    return f"[{shown}{more}]"
+
+
+def _torch_load(path: Path):
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a bad file; all mean the same to the user
+        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        if "weights_only" in str(error) or "Unsupported global" in str(error):
+            raise CheckpointError(
+                f"refusing to load {path}: it pickles Python objects beyond tensors ({text[:120]}); "
+                "re-save it with torch.save(model.state_dict(), path)"
+            ) from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path} ({type(error).__name__}: {text[:120]}); "
+            "the file is truncated or not a PyTorch checkpoint: download or save it again"
+        ) from None
+
+
+def _safetensors_load(path: Path):
+    try:
+        from safetensors.torch import load_file
+    except ImportError:  # pragma: no cover - safetensors is a base dependency
+        raise CheckpointError(f"{path} is a safetensors file; install safetensors (pip install safetensors)") from None
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:
+        raise CheckpointError(
+            f"cannot read safetensors file {path} ({type(error).__name__}: {str(error)[:120]}); "
+            "the file is truncated or corrupt: download or save it again"
+        ) from None
+
+
+def _read_tensor_file(path: Path):
+    if path.suffix == ".safetensors":
+        return _safetensors_load(path)
+    return _torch_load(path)
+
+
+# ----------------------------------------------------------------------------- Hugging Face layout
+def _hf_weights(directory: Path) -> dict:
+    candidates = ["model.safetensors", "pytorch_model.bin"]
+    for name in candidates:
+        if (directory / name).is_file():
+            return _read_tensor_file(directory / name)
+    for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
+        index = directory / index_name
+        if index.is_file():
+            weight_map = json.loads(index.read_text())["weight_map"]
+            state = {}
+            for shard in sorted(set(weight_map.values())):
+                state.update(_read_tensor_file(directory / shard))
+            return state
+    raise CheckpointError(
+        f"{directory} has a config.json but no weights (model.safetensors, pytorch_model.bin or a sharded index); "
+        "copy the whole Hugging Face model folder"
+    )
+
+
+def hf_config_overrides(config: dict) -> dict:
+    """Architecture fields a Hugging Face ``VideoMAEConfig`` fixes that weight shapes cannot reveal."""
+    if config.get("model_type") not in (None, "videomae"):
+        raise CheckpointError(f"config.json describes a {config.get('model_type')!r} model, not VideoMAE")
+    if not config.get("use_mean_pooling", True):
+        raise CheckpointError("this VideoMAE checkpoint uses a final LayerNorm without mean pooling; only the mean-pooling classifiers are supported")
+    mapping = {
+        "num_heads": config.get("num_attention_heads"),
+        "norm_eps": config.get("layer_norm_eps"),
+        "num_frames": config.get("num_frames"),
+        "img_size": config.get("image_size"),
+        "patch_size": config.get("patch_size"),
+        "tubelet_size": config.get("tubelet_size"),
+        "in_chans": config.get("num_channels"),
+    }
+    overrides = {key: value for key, value in mapping.items() if value is not None}
+    # transformers builds the classifier's fc_norm with nn.LayerNorm's default eps.
+    overrides["fc_norm_eps"] = 1e-5
+    return overrides
+
+
+def is_hf_state_dict(state: dict) -> bool:
+    return any(key.startswith("videomae.") for key in state)
+
+
+def convert_hf_state_dict(state: dict) -> dict:
+    """Rename a ``VideoMAEForVideoClassification`` state dict to the original VideoMAE layout."""
+    converted = {}
+    layers = sorted({int(key.split(".")[3]) for key in state if key.startswith("videomae.encoder.layer.")})
+    renames = {
+        "videomae.embeddings.patch_embeddings.projection.weight": "patch_embed.proj.weight",
+        "videomae.embeddings.patch_embeddings.projection.bias": "patch_embed.proj.bias",
+        "fc_norm.weight": "fc_norm.weight",
+        "fc_norm.bias": "fc_norm.bias",
+        "classifier.weight": "head.weight",
+        "classifier.bias": "head.bias",
+    }
+    used = set()
+    for source, target in renames.items():
+        if source in state:
+            converted[target] = state[source]
+            used.add(source)
+    for index in layers:
+        src = f"videomae.encoder.layer.{index}."
+        dst = f"blocks.{index}."
+        attention = src + "attention.attention."
+        parts = [attention + f"{name}.weight" for name in ("query", "key", "value")]
+        if all(part in state for part in parts):
+            converted[dst + "attn.qkv.weight"] = torch.cat([state[part] for part in parts], dim=0)
+            used.update(parts)
+        # transformers 5 stores q/v biases on the Linear layers; 4.x kept separate q_bias/v_bias.
+        for ours, candidates in (("q_bias", ("query.bias", "q_bias")), ("v_bias", ("value.bias", "v_bias"))):
+            for candidate in candidates:
+                if attention + candidate in state:
+                    converted[dst + "attn." + ours] = state[attention + candidate]
+                    used.add(attention + candidate)
+                    break
+            else:
+                if dst + "attn.qkv.weight" in converted:  # qv_bias=False: the bias is zero
+                    converted[dst + "attn." + ours] = torch.zeros(converted[dst + "attn.qkv.weight"].shape[1])
+        for ours, theirs in (
+            ("attn.proj", "attention.output.dense"),
+            ("mlp.fc1", "intermediate.dense"),
+            ("mlp.fc2", "output.dense"),
+            ("norm1", "layernorm_before"),
+            ("norm2", "layernorm_after"),
+        ):
+            for suffix in ("weight", "bias"):
+                key = f"{src}{theirs}.{suffix}"
+                if key in state:
+                    converted[f"{dst}{ours}.{suffix}"] = state[key]
+                    used.add(key)
+    # Anything we did not understand is passed through so that the strict check reports it.
+    for key, value in state.items():
+        if key not in used:
+            converted.setdefault(key, value)
+    return converted
+
+
+# ----------------------------------------------------------------------------- reading any layout
+def read_checkpoint(path) -> tuple[dict, dict, str]:
+    """Return ``(state_dict, config_overrides, layout)`` for any supported checkpoint.
+
+    ``layout`` is one of ``"videomae"``, ``"huggingface"`` or ``"sta_deploy"``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the path of a .pth file or a Hugging Face model folder")
+    if path.is_dir():
+        config_file = path / "config.json"
+        if not config_file.is_file():
+            raise CheckpointError(f"{path} is a folder without config.json; pass a Hugging Face model folder or a .pth file")
+        try:
+            config = json.loads(config_file.read_text())
+        except json.JSONDecodeError as error:
+            raise CheckpointError(f"{config_file} is not valid JSON ({error}); copy the model folder again") from None
+        state = _hf_weights(path)
+        return convert_hf_state_dict(state), hf_config_overrides(config), "huggingface"
+
+    loaded = _read_tensor_file(path)
+    if not isinstance(loaded, dict):
+        raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict; save model.state_dict() instead")
+    if loaded.get("format") == FORMAT_TAG:
+        return dict(loaded["state_dict"]), dict(loaded.get("config", {})), "sta_deploy"
+    for nest in ("module", "model", "state_dict"):
+        if isinstance(loaded.get(nest), dict):
+            loaded = loaded[nest]
+            break
+    state = {key: value for key, value in loaded.items() if isinstance(value, torch.Tensor)}
+    if not state:
+        raise CheckpointError(f"{path} contains no tensors; is it a VideoMAE checkpoint?")
+    if any(key.startswith(("encoder.", "decoder.")) for key in state) and "head.weight" not in state:
+        raise CheckpointError(
+            f"{path} is a VideoMAE pre-training checkpoint (encoder./decoder. keys, no classifier); "
+            "STA runs on a fine-tuned classifier: use the fine-tuned .pth"
+        )
+    if is_hf_state_dict(state):
+        return convert_hf_state_dict(state), {"fc_norm_eps": 1e-5}, "huggingface"
+    return state, {}, "videomae"
+
+
+def fit_report(model_state: dict, state: dict) -> tuple[list, list, list]:
+    """Missing, unexpected and mis-shaped keys of ``state`` against ``model_state``."""
+    missing = [key for key in model_state if key not in state]
+    unexpected = [key for key in state if key not in model_state and key not in IGNORED_KEYS]
+    mismatched = [
+        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(model_state[key].shape)}"
+        for key in model_state
+        if key in state and tuple(state[key].shape) != tuple(model_state[key].shape)
+    ]
+    return missing, unexpected, mismatched
+
+
+def load_state_strict(model, state: dict, *, source: str = "checkpoint") -> None:
+    """Load ``state`` into ``model`` or raise :class:`CheckpointError`; never a partial load."""
+    model_state = model.state_dict()
+    missing, unexpected, mismatched = fit_report(model_state, state)
+    if missing or unexpected or mismatched:
+        name = getattr(model, "name", type(model).__name__)
+        config = getattr(model, "config", None)
+        arch = ""
+        if config is not None and hasattr(config, "embed_dim"):
+            arch = f" (embed_dim={config.embed_dim}, depth={getattr(config, 'depth', getattr(config, 'depths', '?'))})"
+        raise CheckpointError(
+            f"{source} does not fit {name}{arch}: {len(missing)} missing {_short(missing)}, "
+            f"{len(unexpected)} unexpected {_short(unexpected)}, {len(mismatched)} mis-shaped {_short(mismatched)}; "
+            "choose the --model preset (or overrides) the checkpoint was trained with",
+            missing=missing,
+            unexpected=unexpected,
+            mismatched=mismatched,
+        )
+    filtered = {key: value.to(model_state[key].dtype) for key, value in state.items() if key in model_state}
+    model.load_state_dict(filtered, strict=True)
+
+
+def load_into_model(entry, checkpoint, *, r1: int, overrides: dict):
+    """Build ``entry``'s model with the checkpoint's config fields and load its weights strictly."""
+    from .registry import resolve_config
+
+    state, file_overrides, layout = read_checkpoint(checkpoint)
+    overrides = {key: value for key, value in overrides.items() if value is not None}
+    if layout == "sta_deploy":
+        saved = dict(file_overrides)
+        saved_name = saved.pop("__model__", entry.name)
+        if saved_name != entry.name:
+            raise CheckpointError(f"{checkpoint} was saved from {saved_name}, not {entry.name}; use --model {saved_name}")
+        file_overrides = saved
+    for key, value in file_overrides.items():
+        if key in overrides and overrides[key] != value:
+            raise ConfigError(f"override {key}={overrides[key]!r} contradicts the checkpoint's {key}={value!r}; drop the override")
+    merged = {**file_overrides, **overrides}
+    head = state.get("head.weight")
+    if "num_classes" not in overrides and head is not None and head.dim() == 2:
+        merged["num_classes"] = int(head.shape[0])
+    config = resolve_config(entry.name, **merged)
+    model = entry.build(config, r1=r1, name=entry.name)
+    load_state_strict(model, state, source=f"checkpoint {checkpoint} ({layout} layout)")
+    model.checkpoint_path = str(checkpoint)
+    model.checkpoint_layout = layout
+    return model
+
+
+def save_checkpoint(model, path) -> Path:
+    """Write ``model``'s weights and config to ``path`` atomically (readable by ``create_model``)."""
+    path = Path(path)
+    config = asdict(model.config)
+    config["__model__"] = model.name
+    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "config": config, "state_dict": model.state_dict()}
+    with atomic_path(path) as temp:
+        torch.save(payload, temp)
+    return path
+
+
+def checkpoint_sha256(path) -> str:
+    """sha256 of a checkpoint file, or of a Hugging Face folder's config and weight files."""
+    path = Path(path)
+    if path.is_file():
+        return sha256_file(path)
+    import hashlib
+
+    digest = hashlib.sha256()
+    for child in sorted(path.iterdir()):
+        if child.is_file() and child.suffix in (".json", ".safetensors", ".bin"):
+            digest.update(child.name.encode())
+            digest.update(sha256_file(child).encode())
+    return digest.hexdigest()

@@ -1,0 +1,69 @@
+"""The ``sta-deploy`` command group: one subcommand per module, imported lazily.
+
+Errors are one line on stderr: exit code 2 for usage errors, 1 for failures.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import click
+
+from .. import __version__
+
+# name -> (module, attribute); modules are imported only when their command runs or --help lists them.
+COMMANDS = {
+    "models": ("sta_deploy.cli.models_cmd", "models"),
+    "flops": ("sta_deploy.cli.flops_cmd", "flops"),
+}
+
+
+class LazyGroup(click.Group):
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        if name not in COMMANDS:
+            return None
+        module_name, attribute = COMMANDS[name]
+        return getattr(importlib.import_module(module_name), attribute)
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="sta-deploy")
+def cli():
+    """Prune video transformers with STA (Ding et al., ICCV 2023) and deploy them: ONNX, TensorRT, benchmarks."""
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def main(argv=None) -> int:
+    """Console entry point; returns the process exit code."""
+    try:
+        cli.main(args=argv, prog_name="sta-deploy", standalone_mode=False)
+    except click.exceptions.Exit as done:
+        return done.exit_code
+    except click.exceptions.Abort:
+        click.echo("sta-deploy: error: aborted", err=True)
+        return 1
+    except click.UsageError as error:
+        command = error.ctx.command_path if error.ctx is not None else "sta-deploy"
+        click.echo(f"sta-deploy: error: {_one_line(error.format_message())} (see '{command} --help')", err=True)
+        return 2
+    except click.ClickException as error:
+        click.echo(f"sta-deploy: error: {_one_line(error.format_message())}", err=True)
+        return error.exit_code
+    except (ValueError, OSError, RuntimeError, ImportError) as error:
+        click.echo(f"sta-deploy: error: {_one_line(error)}", err=True)
+        return 1
+    except KeyboardInterrupt:
+        click.echo("sta-deploy: error: interrupted", err=True)
+        return 130
+    return 0
+
+
+def entry_point():  # pragma: no cover - thin wrapper for the console script
+    sys.exit(main())

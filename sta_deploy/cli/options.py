@@ -1,0 +1,82 @@
+"""Option groups shared by every subcommand, so that flags read the same everywhere."""
+
+from __future__ import annotations
+
+import functools
+
+import click
+
+OVERRIDE_NAMES = ("embed_dim", "depth", "num_heads", "num_classes", "num_frames", "img_size")
+
+
+def _apply(func, options):
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+def arch_options(func):
+    """Architecture overrides, collected into one ``overrides`` dict argument."""
+    func = _apply(
+        func,
+        [
+            click.option("--embed-dim", type=int, default=None, help="Override the preset's embedding width."),
+            click.option("--depth", type=int, default=None, help="Override the preset's number of blocks."),
+            click.option("--num-heads", type=int, default=None, help="Override the preset's attention head count."),
+            click.option("--num-classes", type=int, default=None, help="Override the number of classes (default 400, or the checkpoint's)."),
+            click.option("--num-frames", type=int, default=None, help="Override the clip length in frames (default 16)."),
+            click.option("--img-size", type=int, default=None, help="Override the frame size in pixels (default 224)."),
+        ],
+    )
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        overrides = {key: kwargs.pop(key) for key in OVERRIDE_NAMES}
+        kwargs["overrides"] = {key: value for key, value in overrides.items() if value is not None}
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def model_name_options(func):
+    """--model and --r1."""
+    return _apply(
+        func,
+        [
+            click.option("--model", "-m", "model_name", default="vit_b", show_default=True, help="Registry name (see 'sta-deploy models')."),
+            click.option("--r1", type=int, default=0, show_default=True, help="Tokens STA drops per group at each stage (0 = unpruned)."),
+        ],
+    )
+
+
+def checkpoint_option(func):
+    return click.option(
+        "--checkpoint",
+        type=click.Path(),
+        default=None,
+        help="Weights: VideoMAE .pth, Hugging Face folder or sta_deploy file. Without it: random weights.",
+    )(func)
+
+
+def model_options(func):
+    """--model, --r1, --checkpoint and the architecture overrides."""
+    return model_name_options(checkpoint_option(arch_options(func)))
+
+
+def json_option(func):
+    return click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")(func)
+
+
+RANDOM_WEIGHTS_WARNING = (
+    "warning: no --checkpoint given: {name} uses random weights (shapes, speed and parity are real, predictions are not)"
+)
+
+
+def build_model(model_name: str, r1: int, checkpoint, overrides: dict):
+    """create_model with the CLI's warning for random weights."""
+    from ..registry import create_model
+
+    model = create_model(model_name, r1=r1, checkpoint=checkpoint, **overrides)
+    if checkpoint is None:
+        click.echo(RANDOM_WEIGHTS_WARNING.format(name=model_name), err=True)
+    return model

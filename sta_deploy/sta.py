@@ -1,0 +1,167 @@
+"""STA (Semantic-aware Temporal Accumulation) token pruning as small pure tensor functions.
+
+This module is the single PyTorch statement of the algorithm; backbones call :func:`sta_stage`
+after the blocks named by :mod:`sta_deploy.schedule`.  The behaviour follows the authors' code
+(github.com/Mark12Ding/STA, ``model_vit.py``) to the letter, token order included, because the
+next stage splits its image-style A/B sets by position in the current order.  See
+``docs/sta_semantics.md`` (and ``../shared/STA_REFERENCE.md``) for the step-by-step description.
+
+Every function has static output shapes for a fixed ``r``, so the same code exports to ONNX.
+Ties are broken towards the token that comes earlier in the current order (a stable sort),
+which is also what ONNX TopK specifies, so PyTorch, ONNX Runtime and the plugin agree.
+STA's scores are computed in float32 even when the model runs in half precision.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "stable_smallest_k",
+    "normalise_metric",
+    "semantic_score",
+    "image_style_order",
+    "transition_matrix",
+    "select_group_tokens",
+    "sta_stage",
+]
+
+
+def stable_smallest_k(scores: Tensor, k: int) -> Tensor:
+    """Indices of the ``k`` smallest entries along the last axis, ascending, ties to the lower index.
+
+    ``torch.topk`` on CPU is not stable under ties; a stable sort is.  A full stable sort exports
+    as ONNX TopK (which orders ties by index) with a constant k, followed by a static slice.
+    """
+    return torch.sort(scores, dim=-1, stable=True).indices[..., :k]
+
+
+def normalise_metric(metric: Tensor) -> Tensor:
+    """L2-normalise each token's metric vector so that cosine similarity is a matrix product."""
+    metric = metric.float()
+    return metric / metric.norm(dim=-1, keepdim=True)
+
+
+def semantic_score(x_groups: Tensor) -> Tensor:
+    """Per-token semantic score F in [0, 1]: sum of |x| over channels, min-max normalised per group.
+
+    ``x_groups`` is (B, G, n, C); returns (B, G, n) float32.  A group whose tokens all have the same
+    magnitude (zero range) gets F = 0 everywhere instead of the reference's 0/0.
+    """
+    magnitude = x_groups.float().abs().sum(-1)
+    low = magnitude.amin(-1, keepdim=True)
+    high = magnitude.amax(-1, keepdim=True)
+    spread = high - low
+    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    return (magnitude - low) / spread
+
+
+def image_style_order(metric: Tensor) -> Tensor:
+    """Token order of the first processed group (ToMe-style bipartite drop without semantics).
+
+    ``metric`` is (B, n, D), normalised.  Tokens at even positions form set A, odd positions set B.
+    Each A token is scored by its highest cosine similarity to any B token.  Returns a (B, n)
+    permutation: all B positions in order, then the A positions by ascending similarity.
+    Keeping the first ``n - r`` entries drops the ``r`` most redundant A tokens.
+    """
+    batch, n, _ = metric.shape
+    similarity = metric[:, 0::2] @ metric[:, 1::2].transpose(-1, -2)  # (B, |A|, |B|)
+    best_match = similarity.amax(dim=-1)  # (B, |A|)
+    a_rank = stable_smallest_k(best_match, best_match.shape[-1])
+    a_positions = torch.arange(0, n, 2, device=metric.device)
+    b_positions = torch.arange(1, n, 2, device=metric.device)
+    return torch.cat([b_positions.expand(batch, -1), a_positions[a_rank]], dim=1)
+
+
+def transition_matrix(current: Tensor, previous: Tensor) -> Tensor:
+    """P = softmax over the current tokens of (current @ previous^T): (B, n_cur, n_prev).
+
+    Each column sums to one: every previous token hands its unit of mass to the current tokens.
+    """
+    return (current @ previous.transpose(-1, -2)).softmax(dim=1)
+
+
+def select_group_tokens(accumulated: Tensor, semantic: Tensor, keep: int) -> tuple[Tensor, Tensor]:
+    """Keep the ``keep`` tokens with the smallest ``accumulated * (1 - semantic)``.
+
+    Returns ``(kept_indices, kept_accumulated)``: indices in ascending score order (the group's new
+    token order) and their accumulated scores, L1-normalised, ready for the next group.
+    """
+    score = accumulated * (1.0 - semantic)
+    kept_indices = stable_smallest_k(score, keep)
+    kept_accumulated = accumulated.gather(1, kept_indices)
+    kept_accumulated = kept_accumulated / kept_accumulated.sum(dim=1, keepdim=True)
+    return kept_indices, kept_accumulated
+
+
+def _gather_tokens(values: Tensor, indices: Tensor) -> Tensor:
+    """values (B, n, D) gathered at indices (B, k) -> (B, k, D)."""
+    return values.gather(1, indices.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+
+def group_kept_indices(metric_groups: Tensor, semantic: Tensor, r: int, backward: bool) -> Tensor:
+    """The selection step of one STA stage: which tokens of each group survive, in which order.
+
+    ``metric_groups`` (B, G, n, D) normalised float32, ``semantic`` (B, G, n).  Returns (B, G, n - r)
+    int64 indices within each group, in the reference order.  This is exactly what the TensorRT
+    plugin computes.
+    """
+    _, num_groups, n, _ = metric_groups.shape
+    keep = n - r
+    order = list(range(num_groups))
+    if backward:
+        order.reverse()
+    kept: list[Tensor | None] = [None] * num_groups
+
+    first = order[0]
+    first_order = image_style_order(metric_groups[:, first])
+    kept[first] = first_order[:, :keep]
+    # Quirk of the reference code: the first transition looks at the first group's full n tokens,
+    # dropped ones included (the paper says they are cut off).  Only row sums of P use them; they
+    # are still taken in the reference's order so that the float summation order matches too.
+    previous_metric = _gather_tokens(metric_groups[:, first], first_order)
+    previous_accumulated = None
+    for step, group in enumerate(order[1:], start=1):
+        current_metric = metric_groups[:, group]
+        transition = transition_matrix(current_metric, previous_metric)
+        if step == 1:
+            accumulated = transition.sum(dim=-1)
+        else:
+            accumulated = (transition @ previous_accumulated.unsqueeze(-1)).squeeze(-1)
+        kept_indices, previous_accumulated = select_group_tokens(accumulated, semantic[:, group], keep)
+        kept[group] = kept_indices
+        previous_metric = _gather_tokens(current_metric, kept_indices)
+    return torch.stack(kept, dim=1)  # type: ignore[arg-type]
+
+
+def sta_stage(
+    x: Tensor,
+    metric: Tensor,
+    positions: Tensor,
+    *,
+    num_groups: int,
+    r: int,
+    backward: bool,
+) -> tuple[Tensor, Tensor]:
+    """Run one STA stage on a block's output.
+
+    Args:
+        x: (B, N, C) block output (after the MLP residual).
+        metric: (B, N, D) the block's attention keys averaged over heads (not yet normalised).
+        positions: (B, N) int64 original flattened position ``t * n_s + s`` of every token.
+        num_groups: G; N must be divisible by it.  Groups are consecutive runs of tokens.
+        r: tokens dropped from every group.
+        backward: process the groups last-to-first (stage 2 of the F-B-F order).
+
+    Returns ``(x_kept, positions_kept)`` of shapes (B, G * (n - r), C) and (B, G * (n - r)):
+    groups in their original temporal order, tokens within a group in the reference order.
+    """
+    batch, num_tokens, channels = x.shape
+    n = num_tokens // num_groups
+    x_groups = x.reshape(batch, num_groups, n, channels)
+    metric_groups = normalise_metric(metric).reshape(batch, num_groups, n, metric.shape[-1])
+    kept_in_group = group_kept_indices(metric_groups, semantic_score(x_groups), r, backward)
+    group_offsets = (torch.arange(num_groups, device=x.device) * n).view(1, num_groups, 1)
+    flat_indices = (kept_in_group + group_offsets).reshape(batch, -1)
+    return _gather_tokens(x, flat_indices), positions.gather(1, flat_indices)
