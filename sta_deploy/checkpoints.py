@@ -100,6 +100,8 @@ def hf_config_overrides(config: dict) -> dict:
         raise CheckpointError(f"config.json describes a {config.get('model_type')!r} model, not VideoMAE")
     if not config.get("use_mean_pooling", True):
         raise CheckpointError("this VideoMAE checkpoint uses a final LayerNorm without mean pooling; only the mean-pooling classifiers are supported")
+    if config.get("hidden_act", "gelu") != "gelu":
+        raise CheckpointError(f"this VideoMAE checkpoint uses hidden_act={config.get('hidden_act')!r}; only exact GELU (\"gelu\") is supported")
     mapping = {
         "num_heads": config.get("num_attention_heads"),
         "norm_eps": config.get("layer_norm_eps"),
@@ -269,11 +271,36 @@ def load_into_model(entry, checkpoint, *, r1: int, overrides: dict):
     if "num_classes" not in overrides and head is not None and head.dim() == 2:
         merged["num_classes"] = int(head.shape[0])
     config = resolve_config(entry.name, **merged)
+    if layout == "huggingface":
+        _check_hf_architecture(checkpoint, config, entry.name)
     model = entry.build(config, r1=r1, name=entry.name)
     load_state_strict(model, state, source=f"checkpoint {checkpoint} ({layout} layout)")
     model.checkpoint_path = str(checkpoint)
     model.checkpoint_layout = layout
     return model
+
+
+def _check_hf_architecture(checkpoint, config, name) -> None:
+    """A Hugging Face config states width and depth: name the right preset instead of a key dump."""
+    config_file = Path(checkpoint) / "config.json"
+    if not config_file.is_file():
+        return
+    hf = json.loads(config_file.read_text())
+    stated = {"embed_dim": hf.get("hidden_size"), "depth": hf.get("num_hidden_layers")}
+    ours = {"embed_dim": config.embed_dim, "depth": config.depth}
+    if any(value is not None and value != ours[key] for key, value in stated.items()):
+        from .registry import get_entry, list_models
+
+        match = [
+            other for other in list_models()
+            if getattr(get_entry(other).config, "embed_dim", None) == stated["embed_dim"]
+            and getattr(get_entry(other).config, "depth", None) == stated["depth"]
+        ]
+        fix = f"use --model {match[0]}" if match else f"pass --embed-dim {stated['embed_dim']} --depth {stated['depth']}"
+        raise CheckpointError(
+            f"checkpoint {checkpoint} is a VideoMAE with hidden_size={stated['embed_dim']}, num_hidden_layers={stated['depth']}, "
+            f"but {name} here has embed_dim={config.embed_dim}, depth={config.depth}; {fix}"
+        )
 
 
 def save_checkpoint(model, path) -> Path:

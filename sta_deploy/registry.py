@@ -7,6 +7,7 @@ import difflib
 from dataclasses import dataclass
 from typing import Callable
 
+import torch
 from torch import nn
 
 from .errors import ConfigError
@@ -56,7 +57,7 @@ def resolve_config(name: str, **overrides):
     return dataclasses.replace(entry.config, **overrides)
 
 
-def create_model(name: str, *, r1: int = 0, checkpoint=None, **overrides) -> nn.Module:
+def create_model(name: str, *, r1: int = 0, checkpoint=None, seed: int | None = None, **overrides) -> nn.Module:
     """Build a model from the registry in eval mode.
 
     Args:
@@ -66,13 +67,23 @@ def create_model(name: str, *, r1: int = 0, checkpoint=None, **overrides) -> nn.
             ``module``/``model``), a Hugging Face ``VideoMAEForVideoClassification`` directory, or a
             file written by :func:`sta_deploy.save_checkpoint`.  ``num_classes`` (and for Hugging
             Face the head count and LayerNorm eps) come from the checkpoint.
+        seed: without a checkpoint, initialise the random weights from this seed (recorded as
+            ``model.init_seed`` so that exports can rebuild the same reference); ``None`` uses the
+            global RNG.
         **overrides: config fields, e.g. ``embed_dim``, ``depth``, ``num_heads``, ``num_classes``,
             ``num_frames``, ``img_size``.
     """
     entry = get_entry(name)
     if checkpoint is None:
         config = resolve_config(name, **overrides)
-        return entry.build(config, r1=r1, name=name).eval()
+        if seed is None:
+            model = entry.build(config, r1=r1, name=name)
+        else:
+            with torch.random.fork_rng():
+                torch.manual_seed(seed)
+                model = entry.build(config, r1=r1, name=name)
+        model.init_seed = seed
+        return model.eval()
     from .checkpoints import load_into_model
 
     return load_into_model(entry, checkpoint, r1=r1, overrides=overrides).eval()

@@ -80,6 +80,19 @@ def vit_schedule(*, depth: int, num_temporal: int, num_spatial: int, r1: int) ->
         raise ConfigError(f"r1 must be an integer, got {r1!r}")
     if r1 < 0:
         raise ConfigError(f"r1 must be >= 0, got {r1}")
+    if r1 == 0:
+        # Unpruned: any depth and frame count is a valid VideoMAE; the stages are only nominal.
+        groups = (num_temporal, max(num_temporal // 2, 1), max(num_temporal // 4, 1))
+        return StaSchedule(
+            r1=0,
+            depth=depth,
+            num_temporal=num_temporal,
+            num_spatial=num_spatial,
+            stage_blocks=(0, depth // 3, 2 * depth // 3),
+            groups=groups,
+            group_sizes=tuple(num_temporal * num_spatial // g for g in groups),
+            directions=STAGE_DIRECTIONS,
+        )
     if depth < 3:
         raise ConfigError(f"STA needs a depth of at least 3 blocks (stages at blocks 0, L//3, 2L//3), got depth={depth}")
     stage_blocks = (0, depth // 3, 2 * depth // 3)

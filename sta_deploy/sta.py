@@ -31,10 +31,21 @@ __all__ = [
 def stable_smallest_k(scores: Tensor, k: int) -> Tensor:
     """Indices of the ``k`` smallest entries along the last axis, ascending, ties to the lower index.
 
-    ``torch.topk`` on CPU is not stable under ties; a stable sort is.  A full stable sort exports
-    as ONNX TopK (which orders ties by index) with a constant k, followed by a static slice.
+    ``torch.topk`` on CPU is not stable under ties; a stable sort is.  Stable sorts cannot be
+    exported, so export traces ``topk`` instead: ONNX TopK breaks ties by the lower index.
     """
+    if _exporting():
+        # ONNX TopK orders equal values by index, i.e. it is the same stable selection.
+        return torch.topk(scores, k, dim=-1, largest=False, sorted=True).indices
     return torch.sort(scores, dim=-1, stable=True).indices[..., :k]
+
+
+def _exporting() -> bool:
+    """True while torch.onnx (TorchScript or dynamo exporter) or torch.export traces the model."""
+    if torch.onnx.is_in_onnx_export():
+        return True
+    is_exporting = getattr(torch.compiler, "is_exporting", None)
+    return bool(is_exporting and is_exporting())
 
 
 def normalise_metric(metric: Tensor) -> Tensor:
@@ -165,3 +176,23 @@ def sta_stage(
     group_offsets = (torch.arange(num_groups, device=x.device) * n).view(1, num_groups, 1)
     flat_indices = (kept_in_group + group_offsets).reshape(batch, -1)
     return _gather_tokens(x, flat_indices), positions.gather(1, flat_indices)
+
+
+class StaStage(torch.nn.Module):
+    """A parameterless module around :func:`sta_stage`.
+
+    Backbones hold one per stage so that exported graphs carry the module name (``sta_stages.i``)
+    in their node scopes: profilers and the plugin export can tell STA's nodes from the blocks'.
+    """
+
+    def __init__(self, num_groups: int, r: int, backward: bool):
+        super().__init__()
+        self.num_groups = num_groups
+        self.r = r
+        self.backward = backward
+
+    def extra_repr(self) -> str:
+        return f"num_groups={self.num_groups}, r={self.r}, direction={'backward' if self.backward else 'forward'}"
+
+    def forward(self, x: Tensor, metric: Tensor, positions: Tensor) -> tuple[Tensor, Tensor]:
+        return sta_stage(x, metric, positions, num_groups=self.num_groups, r=self.r, backward=self.backward)

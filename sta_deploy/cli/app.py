@@ -16,6 +16,9 @@ from .. import __version__
 COMMANDS = {
     "models": ("sta_deploy.cli.models_cmd", "models"),
     "flops": ("sta_deploy.cli.flops_cmd", "flops"),
+    "export": ("sta_deploy.cli.export_cmd", "export"),
+    "validate": ("sta_deploy.cli.validate_cmd", "validate"),
+    "bench": ("sta_deploy.cli.bench_cmd", "bench"),
 }
 
 
@@ -49,6 +52,10 @@ def main(argv=None) -> int:
     except click.exceptions.Abort:
         click.echo("sta-deploy: error: aborted", err=True)
         return 1
+    except click.exceptions.NoArgsIsHelpError as error:
+        # Bare `sta-deploy` (or a group without a subcommand): show the help, not an error line.
+        click.echo(error.ctx.get_help() if error.ctx is not None else cli.get_help(click.Context(cli)))
+        return 0
     except click.UsageError as error:
         command = error.ctx.command_path if error.ctx is not None else "sta-deploy"
         click.echo(f"sta-deploy: error: {_one_line(error.format_message())} (see '{command} --help')", err=True)

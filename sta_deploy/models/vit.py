@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..schedule import StaSchedule, vit_schedule
-from ..sta import sta_stage
+from ..sta import StaStage
 
 
 @dataclass(frozen=True)
@@ -167,6 +167,11 @@ class VideoViT(nn.Module):
             "pos_embed", sinusoid_position_table(config.num_temporal * config.num_spatial, config.embed_dim), persistent=False
         )
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
+        schedule = self.schedule
+        # Parameterless: the state dict is the same with and without STA.
+        self.sta_stages = nn.ModuleList(
+            StaStage(groups, schedule.r1, direction == "backward") for groups, direction in zip(schedule.groups, schedule.directions)
+        ) if schedule.enabled else nn.ModuleList()
         self.fc_norm = nn.LayerNorm(config.embed_dim, eps=config.fc_norm_eps)
         self.head = nn.Linear(config.embed_dim, config.num_classes)
         self._init_weights()
@@ -208,14 +213,7 @@ class VideoViT(nn.Module):
             stage = stage_of_block.get(index)
             x, metric = block(x, need_metric=stage is not None)
             if stage is not None:
-                x, positions = sta_stage(
-                    x,
-                    metric,
-                    positions,
-                    num_groups=schedule.groups[stage],
-                    r=schedule.r1,
-                    backward=schedule.directions[stage] == "backward",
-                )
+                x, positions = self.sta_stages[stage](x, metric, positions)
                 if return_kept:
                     kept.append(torch.sort(positions, dim=-1).values)
         logits = self.head(self.fc_norm(x.mean(dim=1)))

@@ -1,0 +1,68 @@
+"""``sta-deploy bench``: time an exported model on ONNX Runtime (CPU, or CUDA with onnxruntime-gpu)."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import json_option
+
+
+@click.command()
+@click.argument("model_path", type=click.Path(dir_okay=False))
+@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs (the median is reported).")
+@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [default: all cores].")
+@click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default="all", show_default=True, help="ONNX Runtime graph optimisation level.")
+@click.option("--batch", type=int, default=None, help="Batch size for a --dynamic-batch model [default: the exported batch].")
+@click.option("--profile", is_flag=True, help="Also profile the nodes and report STA's share of the time.")
+@click.option("--trtexec", "use_trtexec", is_flag=True, help="Time with trtexec instead (TensorRT and a GPU required).")
+@json_option
+def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_trtexec, as_json):
+    """Median latency and clips/s of MODEL_PATH (an exported .onnx), next to its GFLOPs."""
+    from pathlib import Path
+
+    if not Path(model_path).is_file():
+        raise click.BadParameter(f"{model_path} does not exist", param_hint="MODEL_PATH")
+    if use_trtexec:
+        from ..trtexec import run_trtexec_bench
+
+        result = run_trtexec_bench(model_path)
+        click.echo(json.dumps(result, indent=2) if as_json else result["table"])
+        return
+    from ..bench import sta_time_share, time_session
+    from ..flops import count_flops
+    from ..manifest import read_manifest
+    from ..runtime import onnx_session
+    from ..validate import seeded_clips
+
+    manifest = read_manifest(model_path)
+    batch = batch or manifest["batch_size"]
+    if not manifest["dynamic_batch"] and batch != manifest["batch_size"]:
+        raise click.BadParameter(f"the model was exported with a static batch of {manifest['batch_size']}", param_hint="--batch")
+    input_shape = manifest["inputs"][0]["shape"][1:]
+    video = seeded_clips(batch, input_shape)
+    session = onnx_session(model_path, threads=threads, optimization=optimization)
+    timing = time_session(Path(model_path).name, session, video, warmup=warmup, runs=runs)
+    overrides = {k: v for k, v in manifest["config"].items() if k in ("embed_dim", "depth", "num_heads", "num_classes", "num_frames", "img_size")}
+    report = count_flops(manifest["model"], manifest["r1"], **overrides)
+    result = {
+        "model": manifest["model"],
+        "r1": manifest["r1"],
+        "provider": session.get_providers()[0],
+        "optimization": optimization,
+        "threads": threads,
+        "gflops_per_clip": report.gflops,
+        **timing.as_dict(),
+    }
+    if profile:
+        result["sta_share"] = sta_time_share(model_path, video, threads=threads)
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    click.echo(f"{manifest['model']} r1={manifest['r1']} on {result['provider']} (optimization {optimization}, batch {batch}, {runs} runs)")
+    click.echo(f"median {timing.median_ms:.1f} ms   p90 {timing.p90_ms:.1f} ms   {timing.clips_per_s:.2f} clips/s   {report.gflops:.1f} GFLOPs/clip")
+    if profile:
+        share = result["sta_share"]
+        click.echo(f"STA nodes: {share['sta_us'] / 1000:.2f} ms of {(share['sta_us'] + share['other_us']) / 1000:.1f} ms node time ({share['sta_fraction']:.2%})")

@@ -1,0 +1,102 @@
+"""``sta-deploy export``: a static-shape ONNX file, its manifest, and a validation run."""
+
+from __future__ import annotations
+
+import click
+
+from .options import arch_options, checkpoint_option, RANDOM_WEIGHTS_WARNING
+
+# CLI parameter name -> recipe key
+RECIPE_FIELDS = {
+    "model_name": "model",
+    "r1": "r1",
+    "dtype": "dtype",
+    "opset": "opset",
+    "batch": "batch",
+    "dynamic_batch": "dynamic_batch",
+    "with_kept": "with_kept",
+    "output": "output",
+    "sta_impl": "sta_impl",
+}
+
+
+@click.command()
+@click.option("--recipe", type=click.Path(dir_okay=False), default=None, help="A TOML recipe from export/; other options override it.")
+@click.option("--model", "-m", "model_name", default="vit_b", show_default=True, help="Registry name (see 'sta-deploy models').")
+@click.option("--r1", type=int, default=0, show_default=True, help="Tokens STA drops per group at each stage (0 = unpruned).")
+@checkpoint_option
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Output .onnx path [default: MODEL_rR1[_fp16].onnx].")
+@click.option("--batch", type=int, default=1, show_default=True, help="Static batch size.")
+@click.option("--dynamic-batch", is_flag=True, help="Leave the batch dimension symbolic (all other dims static).")
+@click.option("--opset", type=int, default=None, help="ONNX opset [default: 18].")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Weights/activations precision (STA scores stay fp32).")
+@click.option("--with-kept", is_flag=True, help="Add int64 outputs kept_stage0..2 with the kept token positions.")
+@click.option("--sta-impl", type=click.Choice(["onnx", "plugin"]), default="onnx", show_default=True, help="Pure-ONNX selection or the TensorRT plugin node.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
+@click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
+@click.option("--clips", type=int, default=2, show_default=True, help="Random clips for the post-export validation.")
+@click.option("--force", is_flag=True, help="Overwrite an existing output.")
+@arch_options
+@click.pass_context
+def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch, opset, dtype, with_kept, sta_impl, seed, no_validate, clips, force, overrides):
+    """Export MODEL pruned with STA at R1 to a static-shape ONNX file (+ manifest), then validate it.
+
+    \b
+    Examples:
+      sta-deploy export --model vit_b --r1 48
+      sta-deploy export --recipe export/vit_b_r48.toml --checkpoint vit_b_k400.pth
+      sta-deploy export --model vit_s --r1 64 --dtype fp16 --dynamic-batch -o vit_s.onnx
+    """
+    from ..registry import create_model
+
+    values = dict(model_name=model_name, r1=r1, dtype=dtype, opset=opset, batch=batch, dynamic_batch=dynamic_batch, with_kept=with_kept, output=output, sta_impl=sta_impl)
+    if recipe is not None:
+        from ..recipes import load_recipe
+
+        loaded = load_recipe(recipe)
+        for param, key in RECIPE_FIELDS.items():
+            explicit = ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
+            if key in loaded and not explicit:
+                values[param] = loaded[key]
+        overrides = {**loaded.get("overrides", {}), **overrides}
+    if values["batch"] != 1 and values["dynamic_batch"] and ctx.get_parameter_source("batch") == click.core.ParameterSource.COMMANDLINE:
+        raise click.UsageError("--batch and --dynamic-batch are exclusive: pick a static batch or a symbolic one")
+    suffix = "_fp16" if values["dtype"] == "fp16" else ""
+    output = values["output"] or f"{values['model_name']}_r{values['r1']}{suffix}.onnx"
+
+    from pathlib import Path
+
+    from ..manifest import manifest_path
+
+    if not force:
+        for existing in (Path(output), manifest_path(output)):
+            if existing.exists():
+                raise click.ClickException(f"{existing} already exists; pass --force to overwrite it")
+    model = create_model(values["model_name"], r1=values["r1"], checkpoint=checkpoint, seed=seed, **overrides)
+    if checkpoint is None:
+        click.echo(RANDOM_WEIGHTS_WARNING.format(name=values["model_name"]), err=True)
+    from ..onnx_export import export_onnx
+
+    click.echo(f"exporting {values['model_name']} r1={values['r1']} {model.schedule.describe()} ({values['dtype']}, {values['sta_impl']}) -> {output}")
+    result = export_onnx(
+        model,
+        output,
+        batch_size=values["batch"],
+        dynamic_batch=values["dynamic_batch"],
+        opset=values["opset"],
+        with_kept=values["with_kept"],
+        dtype=values["dtype"],
+        sta_impl=values["sta_impl"],
+        force=force,
+    )
+    manifest = result.manifest
+    tokens = " -> ".join(str(t) for t in [manifest["schedule"]["tokens_in"], *manifest["schedule"]["tokens_per_stage"]])
+    click.echo(f"wrote {result.path} (opset {manifest['opset']}, tokens {tokens}, static shapes ok) and {result.manifest_path.name}")
+    if no_validate:
+        return
+    from ..validate import validate_onnx
+
+    report = validate_onnx(result.path, checkpoint=checkpoint, clips=clips)
+    click.echo(report.table())
+    if not report.passed:
+        raise click.ClickException(f"validation failed ({'; '.join(report.failures)}); the exported file is kept at {result.path}")

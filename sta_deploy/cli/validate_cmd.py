@@ -1,0 +1,41 @@
+"""``sta-deploy validate``: an exported model against the PyTorch reference its manifest describes."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from .options import json_option
+
+
+@click.command()
+@click.argument("onnx_path", type=click.Path(dir_okay=False))
+@click.option("--checkpoint", type=click.Path(), default=None, help="Weights the model was exported from [default: the manifest's path].")
+@click.option("--clips", type=int, default=4, show_default=True, help="Seeded random clips to compare on.")
+@click.option("--inputs", type=click.Path(dir_okay=False), default=None, help="A .npy of real clips, shape (N, 3, T, H, W).")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random clips.")
+@click.option("--atol", type=float, default=None, help="Largest allowed logits |diff| [fp32: 1e-4, fp16: 5e-2].")
+@click.option("--engine", type=click.Path(dir_okay=False), default=None, help="A TensorRT engine built from ONNX_PATH to validate instead of ONNX Runtime.")
+@json_option
+def validate(onnx_path, checkpoint, clips, inputs, seed, atol, engine, as_json):
+    """Compare ONNX Runtime (or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
+
+    Exits 1 when a threshold is missed (fp32: max |diff| 1e-4, top-1 100%, kept 100%).
+    """
+    from pathlib import Path
+
+    if not Path(onnx_path).is_file():
+        raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
+    tolerances = {"max_abs": atol}
+    if engine is not None:
+        from ..trt_validate import validate_engine
+
+        report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances)
+    else:
+        from ..validate import validate_onnx
+
+        report = validate_onnx(onnx_path, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances)
+    click.echo(json.dumps(report.as_dict()) if as_json else report.table())
+    if not report.passed:
+        raise click.ClickException("validation failed: " + "; ".join(report.failures))

@@ -1,0 +1,78 @@
+"""The JSON manifest written beside every exported model, and rebuilding the PyTorch reference from it."""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+
+MANIFEST_VERSION = 1
+
+
+def manifest_path(onnx_path) -> Path:
+    """``model.onnx`` -> ``model.manifest.json`` (same folder)."""
+    onnx_path = Path(onnx_path)
+    return onnx_path.with_name(onnx_path.stem + ".manifest.json")
+
+
+def versions() -> dict:
+    import onnx
+    import torch
+
+    from . import __version__
+
+    found = {"sta_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "python": platform.python_version()}
+    try:
+        import onnxruntime
+
+        found["onnxruntime"] = onnxruntime.__version__
+    except ImportError:  # pragma: no cover - base dependency
+        pass
+    return found
+
+
+def read_manifest(onnx_path) -> dict:
+    path = manifest_path(onnx_path)
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"no manifest {path.name} beside {onnx_path}; validate needs the manifest that 'sta-deploy export' writes (re-export the model)"
+        )
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ValueError(f"manifest {path} is not valid JSON ({error}); re-export the model") from None
+    if manifest.get("format") != "sta_deploy.manifest":
+        raise ValueError(f"{path} is not an sta-deploy manifest; re-export the model")
+    return manifest
+
+
+def rebuild_reference(manifest: dict, checkpoint=None):
+    """The float32 PyTorch model the manifest describes (same weights: checkpoint or seeded random init)."""
+    from .checkpoints import checkpoint_sha256
+    from .registry import create_model
+
+    weights = manifest["weights"]
+    config = dict(manifest["config"])
+    name = manifest["model"]
+    r1 = manifest["r1"]
+    if weights["source"] == "random-init":
+        if checkpoint is not None:
+            raise ValueError("this model was exported with random weights; drop --checkpoint (or re-export with it)")
+        if weights.get("seed") is None:
+            raise ValueError(
+                "this model was exported from random weights without a seed, so its reference cannot be rebuilt; "
+                "export it again with create_model(..., seed=N) or the CLI (which always seeds)"
+            )
+        return create_model(name, r1=r1, seed=weights["seed"], **config)
+    checkpoint = checkpoint or weights.get("path")
+    if checkpoint is None or not Path(checkpoint).exists():
+        raise FileNotFoundError(
+            f"the checkpoint this model was exported from ({weights.get('path')}) is not there; pass --checkpoint PATH"
+        )
+    digest = checkpoint_sha256(checkpoint)
+    if digest != weights["sha256"]:
+        raise ValueError(
+            f"checkpoint {checkpoint} (sha256 {digest[:12]}...) is not the one the model was exported from "
+            f"({weights['sha256'][:12]}...); pass the original file"
+        )
+    return create_model(name, r1=r1, checkpoint=checkpoint, **config)

@@ -1,0 +1,500 @@
+"""Video Swin Transformer (Liu et al., CVPR 2022) with STA pruning at stages 2, 3 and 4.
+
+Module and parameter names follow torchvision's ``swin3d_t/s/b`` (``features.{2s}.{j}`` blocks,
+``features.{2s+1}`` patch mergings, ``mlp.0``/``mlp.3``), so its state dicts load without
+renaming; the original Video Swin / mmaction2 layout is converted by
+:mod:`sta_deploy.swin_checkpoints`.  The arithmetic is the reference's exactly (window clamping,
+zero padding after ``norm1``, cyclic shift with the -100 mask, relative position bias, patch
+merging order x(0,0), x(1,0), x(0,1), x(1,1)); see :mod:`.swin_geometry`.
+
+STA on Swin (the paper leaves the design open; this is the one that reproduces Table 3):
+
+* Pruning happens at the input of stages 2, 3 and 4, right after each of the first three patch
+  mergings.  Every temporal slice is one STA group; per slice the stage drops ``r1``,
+  ``3 * r1 / 8`` and ``r1 / 8`` tokens of its full grid (28x28, 14x14, 7x7 at 224^2), the paper's
+  {r1, 1.5 r1 / 4, 2 r1 / 16}.  Drops are not cumulative: before every patch merging the grid is
+  refilled with the nearest kept token, so each stage prunes a full grid.
+* The score is STA's: temporal accumulation over the slices (forward, backward, forward order at
+  the three stages), weighted by the semantic score, via :func:`sta_deploy.sta.group_kept_indices`.
+* The similarity metric is the merged tokens themselves (the patch merging's output), L2
+  normalised.  In ViT the metric is the keys of the block being pruned; here pruning happens
+  *before* the stage's first block, and computing that block's keys on the full grid would cost
+  the full-grid qkv projection that pruning is meant to save.  The merged token is already a linear
+  projection of LayerNorm-ed features (like a key), is exactly what the stage's blocks see, and is
+  free.  The semantic score F (sum of |x|) uses the same tensor.
+* Inside a pruned stage the linear layers (norm1 + qkv, proj, norm2 + MLP) run on the kept tokens
+  only.  Window attention runs on full windows built by ONE gather whose index folds nearest-kept
+  fill, zero padding, cyclic shift and window partition; a second gather takes the kept positions
+  back.  This equals "fill the grid with the nearest kept tokens, run the unmodified block, keep
+  the kept positions" exactly, because every layer but the attention acts per token.
+* Nearest kept token: same temporal slice, smallest squared Euclidean (h, w) distance, ties to
+  the lowest raster position.  The final LayerNorm and the mean pool see the kept tokens only.
+
+Every shape is static for a fixed r1 (kept counts per slice are constants), indices are computed
+tensors and sorts go through :func:`sta_deploy.sta.stable_smallest_k`, so the forward exports.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, replace
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import ConfigError
+from ..sta import group_kept_indices, normalise_metric, semantic_score, stable_smallest_k
+from .swin_geometry import nearest_kept, relative_position_index, shift_mask, window_geometry, window_slot_tables
+
+STAGE_DIRECTIONS = ("forward", "backward", "forward")
+_INT_FIELDS = ("embed_dim", "num_classes", "num_frames", "img_size", "in_chans")
+
+
+def _as_int_tuple(value, name: str, length: int | None = None) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = (value,)
+    try:
+        values = tuple(value)
+    except TypeError:
+        raise ConfigError(f"{name} must be a sequence of positive integers, got {value!r}") from None
+    if not values or any(not isinstance(v, int) or isinstance(v, bool) or v < 1 for v in values):
+        raise ConfigError(f"{name} must be a sequence of positive integers, got {value!r}")
+    if length is not None and len(values) != length:
+        raise ConfigError(f"{name} needs {length} values, got {value!r}")
+    return values
+
+
+@dataclass(frozen=True)
+class SwinConfig:
+    """Architecture of a Video Swin.  Sequences are (t, h, w) or one entry per stage."""
+
+    embed_dim: int = 96
+    depths: tuple[int, ...] = (2, 2, 6, 2)
+    num_heads: tuple[int, ...] = (3, 6, 12, 24)
+    window_size: tuple[int, int, int] = (8, 7, 7)
+    num_classes: int = 400
+    num_frames: int = 32
+    img_size: int = 224
+    patch_size: tuple[int, int, int] = (2, 4, 4)
+    in_chans: int = 3
+    mlp_ratio: float = 4.0
+    norm_eps: float = 1e-5
+
+    family = "swin"
+
+    def __post_init__(self):
+        for name in _INT_FIELDS:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        object.__setattr__(self, "depths", _as_int_tuple(self.depths, "depths"))
+        object.__setattr__(self, "num_heads", _as_int_tuple(self.num_heads, "num_heads", len(self.depths)))
+        object.__setattr__(self, "window_size", _as_int_tuple(self.window_size, "window_size", 3))
+        object.__setattr__(self, "patch_size", _as_int_tuple(self.patch_size, "patch_size", 3))
+        for stage, heads in enumerate(self.num_heads):
+            if self.stage_dim(stage) % heads:
+                raise ConfigError(f"stage {stage + 1} width {self.stage_dim(stage)} is not divisible by num_heads={heads}")
+
+    def stage_dim(self, stage: int) -> int:
+        return self.embed_dim * 2**stage
+
+    @property
+    def num_stages(self) -> int:
+        return len(self.depths)
+
+    @property
+    def depth(self) -> int:
+        return sum(self.depths)
+
+    @property
+    def grids(self) -> tuple[tuple[int, int, int], ...]:
+        """(T, H, W) token grid of every stage (padding rounds up, as in the reference)."""
+        t = math.ceil(self.num_frames / self.patch_size[0])
+        h = math.ceil(self.img_size / self.patch_size[1])
+        w = math.ceil(self.img_size / self.patch_size[2])
+        grids = []
+        for _ in self.depths:
+            grids.append((t, h, w))
+            h, w = math.ceil(h / 2), math.ceil(w / 2)
+        return tuple(grids)
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """(C, T, H, W) of one clip."""
+        return (self.in_chans, self.num_frames, self.img_size, self.img_size)
+
+    def schedule(self, r1: int) -> "SwinSchedule":
+        return swin_schedule(self, r1)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+    def with_overrides(self, **overrides) -> "SwinConfig":
+        return replace(self, **overrides)
+
+
+@dataclass(frozen=True)
+class SwinSchedule:
+    """Static geometry of STA on a Video Swin: what export needs to fix its shapes.
+
+    STA stage ``i`` (0, 1, 2) runs at the input of Swin stage ``i + 2``, after the patch merging
+    that follows block ``stage_blocks[i]`` (0-based over all blocks).  ``groups`` are the temporal
+    slices, ``group_sizes`` the full per-slice grid and ``rs`` the tokens dropped per slice.
+    """
+
+    r1: int
+    depth: int
+    num_temporal: int
+    num_spatial: int  # tokens per slice at the patch embedding
+    stage_blocks: tuple[int, ...]
+    groups: tuple[int, ...]
+    group_sizes: tuple[int, ...]
+    rs: tuple[int, ...]
+    directions: tuple[str, ...]
+    depths: tuple[int, ...] = ()
+
+    @property
+    def enabled(self) -> bool:
+        return self.r1 > 0
+
+    @property
+    def num_tokens(self) -> int:
+        return self.num_temporal * self.num_spatial
+
+    @property
+    def tokens_per_stage(self) -> tuple[int, ...]:
+        """Tokens kept by each STA stage (the full grid when r1 = 0)."""
+        return tuple(g * (n - r) for g, n, r in zip(self.groups, self.group_sizes, self.rs))
+
+    @property
+    def dropped_per_stage(self) -> tuple[int, ...]:
+        return tuple(g * r for g, r in zip(self.groups, self.rs))
+
+    def tokens_at_block(self, block: int) -> int:
+        """Tokens that enter block ``block`` (0-based over all stages): the kept ones."""
+        stage = 0
+        while block >= sum(self.depths[: stage + 1]):
+            stage += 1
+        return self.num_tokens if stage == 0 else self.tokens_per_stage[stage - 1]
+
+    def describe(self) -> str:
+        """The drop schedule as the paper writes it, e.g. ``{16x256, 16x96, 16x32}``."""
+        return "{" + ", ".join(f"{g}x{r}" for g, r in zip(self.groups, self.rs)) + "}"
+
+    def as_dict(self) -> dict:
+        return {
+            "r1": self.r1,
+            "stage_blocks": list(self.stage_blocks),
+            "groups": list(self.groups),
+            "group_sizes": list(self.group_sizes),
+            "rs": list(self.rs),
+            "directions": list(self.directions),
+            "dropped_per_stage": list(self.dropped_per_stage),
+            "tokens_per_stage": list(self.tokens_per_stage),
+            "tokens_in": self.num_tokens,
+            "drop_schedule": self.describe(),
+        }
+
+
+def stage_drops(r1: int) -> tuple[int, int, int]:
+    """Tokens dropped per temporal slice at STA stages 1-3: r1, 3 r1 / 8, r1 / 8."""
+    return (r1, 3 * r1 // 8, r1 // 8)
+
+
+def max_swin_r1(group_sizes) -> int:
+    """Largest multiple of 8 that leaves a token in every slice at every STA stage."""
+    best = 0
+    for r1 in range(8, 8 * group_sizes[0] + 1, 8):
+        if all(r < n for r, n in zip(stage_drops(r1), group_sizes)):
+            best = r1
+    return best
+
+
+def swin_schedule(config: SwinConfig, r1: int) -> SwinSchedule:
+    """Validate ``r1`` for this Swin and return its schedule (ConfigError names the limit)."""
+    if not isinstance(r1, int) or isinstance(r1, bool):
+        raise ConfigError(f"r1 must be an integer, got {r1!r}")
+    if r1 < 0:
+        raise ConfigError(f"r1 must be >= 0, got {r1}")
+    grids = config.grids
+    if r1 > 0 and config.num_stages != 4:
+        raise ConfigError(f"STA on Video Swin prunes at the inputs of stages 2, 3 and 4; depths={config.depths} has {config.num_stages} stages")
+    sta_grids = grids[1:4]  # STA stages run on the grids of Swin stages 2, 3 and 4
+    group_sizes = tuple(h * w for _, h, w in sta_grids)
+    if r1 > 0:
+        if r1 % 8:
+            nearby = " or ".join(str(v) for v in (r1 - r1 % 8, r1 - r1 % 8 + 8) if v > 0)
+            raise ConfigError(
+                f"r1={r1} is not a multiple of 8: Video Swin STA drops r1, 3*r1/8 and r1/8 tokens per temporal slice "
+                f"at stages 2, 3 and 4; use e.g. r1 = {nearby}"
+            )
+        for stage, (r, n, grid) in enumerate(zip(stage_drops(r1), group_sizes, sta_grids)):
+            if r >= n:
+                raise ConfigError(
+                    f"r1={r1} drops {r} of the {n} tokens per slice ({grid[1]}x{grid[2]}) at STA stage {stage + 1}, "
+                    f"leaving none; the largest r1 for this model is {max_swin_r1(group_sizes)}"
+                )
+    return SwinSchedule(
+        r1=r1,
+        depth=config.depth,
+        num_temporal=grids[0][0],
+        num_spatial=grids[0][1] * grids[0][2],
+        stage_blocks=tuple(sum(config.depths[: s + 1]) - 1 for s in range(min(3, config.num_stages - 1))),
+        groups=tuple(g[0] for g in sta_grids),
+        group_sizes=group_sizes,
+        rs=stage_drops(r1),
+        directions=STAGE_DIRECTIONS,
+        depths=config.depths,
+    )
+
+
+# ----------------------------------------------------------------------------- modules
+def _take(values: Tensor, index: Tensor) -> Tensor:
+    """values (B, N, C) at index (L,) shared by the batch or (B, L) per sample -> (B, L, C)."""
+    if index.dim() == 1:
+        return values.index_select(1, index)
+    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+
+
+class PatchEmbed3d(nn.Module):
+    def __init__(self, config: SwinConfig):
+        super().__init__()
+        self.patch_size = config.patch_size
+        self.proj = nn.Conv3d(config.in_chans, config.embed_dim, kernel_size=config.patch_size, stride=config.patch_size)
+        self.norm = nn.LayerNorm(config.embed_dim, eps=config.norm_eps)
+
+    def forward(self, video: Tensor) -> Tensor:
+        sizes = video.shape[-3:]
+        pad = [(p - s % p) % p for s, p in zip(sizes, self.patch_size)]
+        if any(pad):
+            video = F.pad(video, (0, pad[2], 0, pad[1], 0, pad[0]))
+        # (B, C, T, H, W) -> (B, T * H * W, C): raster token order.
+        return self.norm(self.proj(video).flatten(2).transpose(1, 2))
+
+
+class WindowAttention3d(nn.Module):
+    """Multi-head self attention in 3-D windows with relative position bias.
+
+    ``forward`` takes the already gathered windows' normalised tokens' qkv; see :class:`SwinBlock`.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int, int], geometry):
+        super().__init__()
+        self.num_heads = num_heads
+        self.scale = (dim // num_heads) ** -0.5
+        self.geometry = geometry
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+        table = (2 * window_size[0] - 1) * (2 * window_size[1] - 1) * (2 * window_size[2] - 1)
+        self.relative_position_bias_table = nn.Parameter(torch.zeros(table, num_heads))
+        self.register_buffer("relative_position_index", relative_position_index(window_size))
+
+    def relative_position_bias(self) -> Tensor:
+        volume = self.geometry.window_volume  # the clamped window uses the index's top-left block
+        index = self.relative_position_index[:volume, :volume].reshape(-1)
+        bias = self.relative_position_bias_table[index].view(volume, volume, self.num_heads)
+        return bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, V, V)
+
+    def attend(self, qkv_windows: Tensor, mask: Tensor | None) -> Tensor:
+        """qkv_windows (B, nW * V, 3C) -> attention output (B, nW * V, C), before ``proj``."""
+        batch, slots, three_c = qkv_windows.shape
+        dim = three_c // 3
+        volume = self.geometry.window_volume
+        windows = slots // volume
+        qkv = qkv_windows.reshape(batch * windows, volume, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        q, k, v = qkv[0], qkv[1], qkv[2]
+        attn = (q * self.scale) @ k.transpose(-2, -1)
+        attn = attn + self.relative_position_bias().to(attn.dtype)
+        if mask is not None:
+            attn = attn.view(batch, windows, self.num_heads, volume, volume) + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
+            attn = attn.view(batch * windows, self.num_heads, volume, volume)
+        attn = attn.softmax(dim=-1)
+        return (attn @ v).transpose(1, 2).reshape(batch, slots, dim)
+
+
+class SwinBlock(nn.Module):
+    """Pre-norm Swin block working on a stage's kept tokens (all tokens when unpruned).
+
+    ``forward(x, window_index, back_index)``: ``x`` (B, K, C) kept tokens; ``window_index``
+    (L,) or (B, L) rows of ``[x's tokens..., padding]`` filling the ``L = nW * V`` window slots;
+    ``back_index`` (K,) or (B, K) the slot of every kept token.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size, shift_size, grid, mlp_ratio: float, eps: float):
+        super().__init__()
+        self.geometry = window_geometry(grid, window_size, shift_size)
+        self.norm1 = nn.LayerNorm(dim, eps=eps)
+        self.attn = WindowAttention3d(dim, num_heads, tuple(window_size), self.geometry)
+        self.norm2 = nn.LayerNorm(dim, eps=eps)
+        hidden = int(dim * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Identity(), nn.Linear(hidden, dim))
+        slot_to_token, token_to_slot, slot_region = window_slot_tables(self.geometry)
+        self.register_buffer("slot_to_token", slot_to_token, persistent=False)
+        self.register_buffer("token_to_slot", token_to_slot, persistent=False)
+        mask = shift_mask(slot_region) if self.geometry.shifted else None
+        self.register_buffer("shift_mask", mask, persistent=False)
+
+    def forward(self, x: Tensor, window_index: Tensor, back_index: Tensor) -> Tensor:
+        qkv = self.attn.qkv(self.norm1(x))
+        if self.geometry.has_padding:
+            # A padding slot holds a zero vector after norm1, so its qkv is the bias.
+            bias = self.attn.qkv.bias.to(qkv.dtype).view(1, 1, -1).expand(qkv.shape[0], 1, -1)
+            qkv = torch.cat([qkv, bias], dim=1)
+        windows = _take(qkv, window_index)
+        attended = _take(self.attn.attend(windows, self.shift_mask), back_index)
+        x = x + self.attn.proj(attended)
+        return x + self.mlp(self.norm2(x))
+
+
+class PatchMerging(nn.Module):
+    """2x2 spatial merging per frame: concat x(0,0), x(1,0), x(0,1), x(1,1), LayerNorm, linear."""
+
+    def __init__(self, dim: int, eps: float):
+        super().__init__()
+        self.reduction = nn.Linear(4 * dim, 2 * dim, bias=False)
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+
+    def forward(self, x: Tensor, grid) -> Tensor:
+        batch, _, channels = x.shape
+        t, h, w = grid
+        x = x.view(batch, t, h, w, channels)
+        x = F.pad(x, (0, 0, 0, w % 2, 0, h % 2))
+        x = torch.cat([x[:, :, 0::2, 0::2], x[:, :, 1::2, 0::2], x[:, :, 0::2, 1::2], x[:, :, 1::2, 1::2]], dim=-1)
+        return self.reduction(self.norm(x.flatten(1, 3)))
+
+
+# ----------------------------------------------------------------------------- model
+class VideoSwin(nn.Module):
+    """Video Swin classifier; ``r1 > 0`` enables STA at the inputs of stages 2, 3 and 4.
+
+    ``forward(video, return_kept=False)`` takes (B, C, T, H, W) and returns logits (B, num_classes),
+    or ``(logits, kept)`` where ``kept`` holds one (B, tokens kept) int64 tensor per STA stage with
+    the positions ``(t * H + h) * W + w`` in that stage's grid of the surviving tokens, ascending.
+    """
+
+    def __init__(self, config: SwinConfig, r1: int = 0, name: str | None = None):
+        super().__init__()
+        self.config = config
+        self.name = name or "swin"
+        self.schedule = config.schedule(r1)
+        self.patch_embed = PatchEmbed3d(config)
+        grids = config.grids
+        shift = tuple(w // 2 for w in config.window_size)
+        features: list[nn.Module] = []
+        for stage, depth in enumerate(config.depths):
+            dim = config.stage_dim(stage)
+            features.append(
+                nn.ModuleList(
+                    SwinBlock(dim, config.num_heads[stage], config.window_size, (0, 0, 0) if j % 2 == 0 else shift, grids[stage], config.mlp_ratio, config.norm_eps)
+                    for j in range(depth)
+                )
+            )
+            if stage < config.num_stages - 1:
+                features.append(PatchMerging(dim, config.norm_eps))
+        self.features = nn.ModuleList(features)
+        self.norm = nn.LayerNorm(config.stage_dim(config.num_stages - 1), eps=config.norm_eps)
+        self.head = nn.Linear(config.stage_dim(config.num_stages - 1), config.num_classes)
+        self._init_weights()
+        self.eval()
+
+    @property
+    def r1(self) -> int:
+        return self.schedule.r1
+
+    def _init_weights(self):
+        for module in self.modules():
+            if isinstance(module, (nn.Linear, nn.Conv3d)):
+                nn.init.trunc_normal_(module.weight, std=0.02)
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, WindowAttention3d):
+                nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)
+
+    def check_input(self, video: Tensor) -> None:
+        expected = self.config.input_shape
+        if video.dim() != 5 or tuple(video.shape[1:]) != expected:
+            raise ConfigError(
+                f"{self.name} expects input of shape (B, {', '.join(map(str, expected))}) = (batch, channels, frames, height, width), "
+                f"got {tuple(video.shape)}"
+            )
+
+    def sta_select(self, x: Tensor, stage: int) -> tuple[Tensor, Tensor, Tensor]:
+        """One STA stage on a full grid of merged tokens ``x`` (B, N, C) of Swin stage ``stage + 1``.
+
+        Returns ``(kept, fill, kept_x)``: ``kept`` (B, K) ascending grid positions; ``fill``
+        (B, N) for every grid position the index (into ``kept``) of its nearest kept token;
+        ``kept_x`` (B, K, C).
+        """
+        schedule = self.schedule
+        batch, _, channels = x.shape
+        slices, n, r = schedule.groups[stage], schedule.group_sizes[stage], schedule.rs[stage]
+        _, _, width = self.config.grids[stage + 1]
+        x_groups = x.reshape(batch, slices, n, channels)
+        metric = normalise_metric(x_groups)
+        kept_in_slice = group_kept_indices(metric, semantic_score(x_groups), r, schedule.directions[stage] == "backward")
+        keep = n - r
+        order = stable_smallest_k(kept_in_slice.to(torch.float32), keep)  # raster order within each slice
+        kept_in_slice = kept_in_slice.gather(-1, order)
+        offsets = torch.arange(slices, device=x.device).view(1, slices, 1)
+        kept = (kept_in_slice + offsets * n).reshape(batch, slices * keep)
+        fill = (nearest_kept(kept_in_slice, n // width, width) + offsets * keep).reshape(batch, slices * n)
+        return kept, fill, _take(x, kept)
+
+    def forward(self, video: Tensor, return_kept: bool = False):
+        self.check_input(video)
+        config, schedule = self.config, self.schedule
+        grids = config.grids
+        x = self.patch_embed(video)
+        batch = x.shape[0]
+        kept_record = []
+        fill = None  # None: the stage runs on the full grid
+        for stage in range(config.num_stages):
+            blocks = self.features[2 * stage]
+            for block in blocks:
+                if fill is None:
+                    window_index, back_index = block.slot_to_token, block.token_to_slot
+                else:
+                    padded_fill = torch.cat([fill, fill.new_full((batch, 1), x.shape[1])], dim=1)
+                    window_index = padded_fill[:, block.slot_to_token]
+                    back_index = block.token_to_slot[kept]
+                x = block(x, window_index, back_index)
+            if stage == config.num_stages - 1:
+                break
+            if fill is not None:
+                x = _take(x, fill)  # refill the grid with the nearest kept tokens before merging
+            x = self.features[2 * stage + 1](x, grids[stage])
+            if schedule.enabled and stage < 3:
+                kept, fill, x = self.sta_select(x, stage)
+                kept_record.append(kept)
+            else:
+                fill = None
+                kept_record.append(torch.arange(x.shape[1], device=x.device).expand(batch, -1))
+        logits = self.head(self.norm(x).mean(dim=1))
+        if not return_kept:
+            return logits
+        return logits, kept_record[:3]
+
+
+# ----------------------------------------------------------------------------- registry
+PRESETS = (
+    ("swin_t", "Video Swin-T, 32x224^2, window 8x7x7", SwinConfig(embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24))),
+    ("swin_s", "Video Swin-S, 32x224^2, window 8x7x7", SwinConfig(embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24))),
+    ("swin_b", "Video Swin-B, 32x224^2, window 8x7x7 (SSv2: window_size=(16, 7, 7))", SwinConfig(embed_dim=128, depths=(2, 2, 18, 2), num_heads=(4, 8, 16, 32))),
+)
+
+
+def build_swin(config, *, r1=0, name=None):
+    return VideoSwin(config, r1=r1, name=name)
+
+
+def register() -> None:
+    """Add swin_t/s/b to the model registry and the Swin FLOPs counter (idempotent)."""
+    from ..flops import register_flops_counter
+    from ..registry import ModelEntry, list_models, register_model
+    from .swin_flops import swin_flops
+
+    for name, description, config in PRESETS:
+        if name not in list_models():
+            register_model(ModelEntry(name, description, config, build_swin, paper_r1=(0, 192, 256, 320)))
+    register_flops_counter("swin", swin_flops)
