@@ -52,7 +52,8 @@ def rebuild_reference(manifest: dict, checkpoint=None):
     from .registry import create_model
 
     weights = manifest["weights"]
-    config = dict(manifest["config"])
+    # JSON turned the config's tuples (Swin window sizes, depths) into lists.
+    config = {key: tuple(value) if isinstance(value, list) else value for key, value in manifest["config"].items()}
     name = manifest["model"]
     r1 = manifest["r1"]
     if weights["source"] == "random-init":

@@ -84,7 +84,10 @@ def create_model(name: str, *, r1: int = 0, checkpoint=None, seed: int | None = 
                 model = entry.build(config, r1=r1, name=name)
         model.init_seed = seed
         return model.eval()
-    from .checkpoints import load_into_model
+    if entry.config.family == "swin":
+        from .swin_checkpoints import load_swin_into_model as load_into_model
+    else:
+        from .checkpoints import load_into_model
 
     return load_into_model(entry, checkpoint, r1=r1, overrides=overrides).eval()
 
@@ -103,6 +106,10 @@ def _register_builtin():
     ]
     for name, description, config in presets:
         register_model(ModelEntry(name, description, config, build_vit, paper_r1=(0, 32, 48, 64)))
+
+    from .models.swin import register as register_swin
+
+    register_swin()
 
 
 _register_builtin()

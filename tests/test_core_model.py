@@ -191,6 +191,15 @@ def test_blocks_see_the_scheduled_token_counts():
 # Small geometries per backbone family; a family registered later needs its entry here.
 SMOKE_OVERRIDES = {
     "vit": dict(embed_dim=32, depth=3, num_heads=2, img_size=64, num_frames=8, num_classes=11),
+    "swin": dict(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 3, 3), img_size=56, num_frames=8, num_classes=11),
+}
+# (r1, expected kept tokens per stage), counted by hand:
+SMOKE_EXPECTED = {
+    # 4 slices x 16 patches, r1 = 2: 4 x 14 = 56; groups of 28 -> 2 x 26 = 52; one group of 52 -> 50.
+    "vit": (2, [56, 52, 50], (2, 3, 8, 64, 64)),
+    # 4 slices; grids 7x7, 4x4, 2x2 after the mergings; drops r1, 3*r1/8, r1/8 per slice with r1 = 8:
+    # 4 x (49 - 8) = 164; 4 x (16 - 3) = 52; 4 x (4 - 1) = 12.
+    "swin": (8, [164, 52, 12], (2, 3, 8, 56, 56)),
 }
 
 
@@ -199,24 +208,25 @@ def test_every_model_forward_smoke(name):
     entry = get_entry(name)
     family = entry.config.family
     if family not in SMOKE_OVERRIDES:
-        pytest.skip(f"no small geometry for family {family!r} in test_core_model.SMOKE_OVERRIDES")
+        pytest.fail(f"no small geometry for family {family!r} in test_core_model.SMOKE_OVERRIDES: add one")
     overrides = SMOKE_OVERRIDES[family]
+    r1, expected_kept, video_shape = SMOKE_EXPECTED[family]
     fields = {f.name for f in dataclasses.fields(entry.config)}
     assert set(overrides) <= fields
     torch.manual_seed(0)
-    model = create_model(name, r1=2, **overrides)
+    model = create_model(name, r1=r1, **overrides)
     assert not model.training
     config = model.config
     for key, value in overrides.items():
         assert getattr(config, key) == value
     video = torch.randn(2, *config.input_shape)
-    assert video.shape == (2, 3, 8, 64, 64)
+    assert video.shape == video_shape
     with torch.no_grad():
         logits, kept = model(video, return_kept=True)
     assert logits.shape == (2, 11)
     assert torch.isfinite(logits).all()
-    # 4 slices x 16 patches, r1 = 2: 4 x 14 = 56; groups of 28 -> 2 x 26 = 52; one group of 52 -> 50.
-    assert [tuple(k.shape) for k in kept] == [(2, 56), (2, 52), (2, 50)]
+    assert [k.shape[1] for k in kept] == expected_kept
+    assert all(k.shape[0] == 2 for k in kept)
     assert [k.shape[1] for k in kept] == list(model.schedule.tokens_per_stage)
 
 

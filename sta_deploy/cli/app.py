@@ -19,6 +19,7 @@ COMMANDS = {
     "export": ("sta_deploy.cli.export_cmd", "export"),
     "validate": ("sta_deploy.cli.validate_cmd", "validate"),
     "bench": ("sta_deploy.cli.bench_cmd", "bench"),
+    "build": ("sta_deploy.cli.build_cmd", "build"),
 }
 
 

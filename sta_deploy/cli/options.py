@@ -6,7 +6,18 @@ import functools
 
 import click
 
-OVERRIDE_NAMES = ("embed_dim", "depth", "num_heads", "num_classes", "num_frames", "img_size")
+OVERRIDE_NAMES = ("embed_dim", "depth", "depths", "num_heads", "num_classes", "num_frames", "img_size", "window_size")
+
+
+def _int_list(ctx, param, value):
+    """'16,7,7' -> (16, 7, 7); a single number stays an int (ViT's --num-heads 12)."""
+    if value is None:
+        return None
+    try:
+        parts = tuple(int(part) for part in str(value).split(","))
+    except ValueError:
+        raise click.BadParameter(f"expected an integer or integers separated by commas, got {value!r}") from None
+    return parts[0] if len(parts) == 1 and param.name == "num_heads" else parts
 
 
 def _apply(func, options):
@@ -22,7 +33,9 @@ def arch_options(func):
         [
             click.option("--embed-dim", type=int, default=None, help="Override the preset's embedding width."),
             click.option("--depth", type=int, default=None, help="Override the preset's number of blocks."),
-            click.option("--num-heads", type=int, default=None, help="Override the preset's attention head count."),
+            click.option("--depths", default=None, callback=_int_list, help="Swin: blocks per stage, e.g. 2,2,6,2."),
+            click.option("--num-heads", default=None, callback=_int_list, help="Override the head count (Swin: one per stage, e.g. 3,6,12,24)."),
+            click.option("--window-size", default=None, callback=_int_list, help="Swin: window T,H,W, e.g. 16,7,7 for the SSv2 Swin-B."),
             click.option("--num-classes", type=int, default=None, help="Override the number of classes (default 400, or the checkpoint's)."),
             click.option("--num-frames", type=int, default=None, help="Override the clip length in frames (default 16)."),
             click.option("--img-size", type=int, default=None, help="Override the frame size in pixels (default 224)."),

@@ -173,6 +173,8 @@ class SwinSchedule:
 
     def tokens_at_block(self, block: int) -> int:
         """Tokens that enter block ``block`` (0-based over all stages): the kept ones."""
+        if not 0 <= block < self.depth:
+            raise IndexError(f"block {block} is outside 0..{self.depth - 1}")
         stage = 0
         while block >= sum(self.depths[: stage + 1]):
             stage += 1

@@ -1,0 +1,45 @@
+"""``sta-deploy build``: a TensorRT engine from an exported model (TensorRT and a GPU required)."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.command()
+@click.argument("onnx_path", type=click.Path(dir_okay=False))
+@click.option("-o", "--output", type=click.Path(dir_okay=False), default=None, help="Engine path [default: ONNX_PATH with .plan].")
+@click.option("--fp16", is_flag=True, help="Allow FP16 kernels (TensorRT 10; TensorRT 11 is strongly typed: export --dtype fp16).")
+@click.option("--bf16", is_flag=True, help="Allow BF16 kernels (TensorRT 10 only).")
+@click.option("--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False), help="Plugin library to load (repeatable).")
+@click.option("--min-batch", type=int, default=None, help="Smallest batch of a --dynamic-batch model.")
+@click.option("--opt-batch", type=int, default=None, help="Batch TensorRT tunes for.")
+@click.option("--max-batch", type=int, default=None, help="Largest batch.")
+@click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Timing cache file to read and update.")
+@click.option("--parse-only", is_flag=True, help="Only check that TensorRT (or TensorRT-RTX, no GPU needed) parses and builds the graph.")
+@click.option("--force", is_flag=True, help="Overwrite an existing engine.")
+def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_batch, timing_cache, parse_only, force):
+    """Build a TensorRT engine from ONNX_PATH with the TensorRT Python API."""
+    from pathlib import Path
+
+    from ..tensorrt_backend import build_engine, parse_check
+
+    if not Path(onnx_path).is_file():
+        raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
+    if parse_only:
+        report = parse_check(onnx_path, plugin_libs=plugin_libs)
+        click.echo(f"{report.flavour} {report.version}: parsed {report.layers} layers, engine {report.engine_bytes / 1e6:.1f} MB; inputs {report.inputs}; outputs {report.outputs}")
+        return
+    output = output or str(Path(onnx_path).with_suffix(".plan"))
+    build_engine(
+        onnx_path,
+        output,
+        fp16=fp16,
+        bf16=bf16,
+        plugin_libs=plugin_libs,
+        min_batch=min_batch,
+        opt_batch=opt_batch,
+        max_batch=max_batch,
+        timing_cache=timing_cache,
+        force=force,
+    )
+    click.echo(f"wrote {output}")

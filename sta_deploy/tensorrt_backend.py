@@ -1,0 +1,210 @@
+"""TensorRT: engine building (Python API), running engines, and the no-GPU parse check.
+
+TensorRT is an optional extra (``pip install sta-deploy[trt]`` on a GPU machine).  Two flavours
+are understood:
+
+* ``tensorrt`` (TensorRT 10/11): builds and runs engines; needs an NVIDIA GPU.
+* ``tensorrt_rtx`` (TensorRT-RTX, ``pip install sta-deploy[trt-rtx]``): its builder and ONNX parser
+  run without a GPU, which makes a cheap "does TensorRT accept this graph" check for CI.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from ._io import atomic_path
+
+MISSING_TENSORRT = (
+    "TensorRT is not installed: install it on a machine with an NVIDIA GPU (pip install 'sta-deploy[trt]'); "
+    "for a GPU-less parse check install 'sta-deploy[trt-rtx]'"
+)
+
+
+class TensorRTUnavailable(RuntimeError):
+    """TensorRT (or a GPU) is missing; the message says what to install."""
+
+
+def import_tensorrt(prefer: tuple[str, ...] = ("tensorrt", "tensorrt_rtx")):
+    """The first importable TensorRT flavour, or :class:`TensorRTUnavailable` with the fix."""
+    for name in prefer:
+        try:
+            return importlib.import_module(name)
+        except ImportError:
+            continue
+        except Exception as error:  # placeholder wheels raise odd errors at import time
+            raise TensorRTUnavailable(f"{name} is installed but does not import ({type(error).__name__}: {error}); reinstall it") from None
+    raise TensorRTUnavailable(MISSING_TENSORRT)
+
+
+def require_gpu() -> None:
+    """Engines run only on an NVIDIA GPU; say so in one line when there is none."""
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return
+    except ImportError:  # pragma: no cover - torch is a base dependency
+        pass
+    raise TensorRTUnavailable("no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT engines need an NVIDIA GPU and a CUDA build of torch")
+
+
+@dataclass
+class ParseReport:
+    flavour: str
+    version: str
+    layers: int
+    inputs: list
+    outputs: list
+    engine_bytes: int | None
+
+
+def _parse(trt, onnx_path, logger, plugin_libs=()):
+    builder = trt.Builder(logger)
+    flags = 0
+    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
+        # TensorRT 8.x needs the flag; 10+ ignores (and deprecates) it.
+        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
+    network = builder.create_network(flags)
+    for library in plugin_libs:
+        builder.get_plugin_registry().load_library(str(library))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(str(onnx_path)):
+        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
+        raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors[:400]}")
+    return builder, network
+
+
+def parse_check(onnx_path, *, build: bool = True, plugin_libs=()) -> ParseReport:
+    """Parse ``onnx_path`` with TensorRT's ONNX parser and (optionally) build an engine in memory.
+
+    With ``tensorrt_rtx`` this works without a GPU.
+    """
+    trt = import_tensorrt(prefer=("tensorrt_rtx", "tensorrt"))
+    logger = trt.Logger(trt.Logger.ERROR)
+    builder, network = _parse(trt, onnx_path, logger, plugin_libs)
+    engine_bytes = None
+    if build:
+        config = builder.create_builder_config()
+        serialized = builder.build_serialized_network(network, config)
+        if serialized is None:
+            raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
+        engine_bytes = serialized.nbytes
+    describe = lambda tensor: {"name": tensor.name, "shape": list(tensor.shape), "dtype": str(tensor.dtype)}  # noqa: E731
+    return ParseReport(
+        flavour=trt.__name__,
+        version=trt.__version__,
+        layers=network.num_layers,
+        inputs=[describe(network.get_input(i)) for i in range(network.num_inputs)],
+        outputs=[describe(network.get_output(i)) for i in range(network.num_outputs)],
+        engine_bytes=engine_bytes,
+    )
+
+
+def build_engine(
+    onnx_path,
+    plan_path,
+    *,
+    fp16: bool = False,
+    bf16: bool = False,
+    plugin_libs=(),
+    min_batch: int | None = None,
+    opt_batch: int | None = None,
+    max_batch: int | None = None,
+    timing_cache=None,
+    workspace_gib: float | None = None,
+    force: bool = True,
+) -> Path:
+    """Build a serialized TensorRT engine (``.plan``) from an exported model; needs TensorRT and a GPU."""
+    trt = import_tensorrt(prefer=("tensorrt",))
+    require_gpu()
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder, network = _parse(trt, onnx_path, logger, plugin_libs)
+    config = builder.create_builder_config()
+    for wanted, flag in ((fp16, "FP16"), (bf16, "BF16")):
+        if not wanted:
+            continue
+        if not hasattr(trt.BuilderFlag, flag):
+            raise ValueError(
+                f"TensorRT {trt.__version__} builds strongly typed networks and has no --{flag.lower()} flag; "
+                f"export the model with --dtype fp16 instead"
+            )
+        config.set_flag(getattr(trt.BuilderFlag, flag))
+    if workspace_gib:
+        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    video = network.get_input(0)
+    if video.shape[0] == -1:
+        low, mid, high = min_batch or 1, opt_batch or max(min_batch or 1, 1), max_batch or max(opt_batch or 1, 8)
+        if not low <= mid <= high:
+            raise ValueError(f"batch profile must satisfy min <= opt <= max, got {low}/{mid}/{high}")
+        rest = tuple(video.shape[1:])
+        profile = builder.create_optimization_profile()
+        profile.set_shape(video.name, (low, *rest), (mid, *rest), (high, *rest))
+        config.add_optimization_profile(profile)
+    elif any(v is not None for v in (min_batch, opt_batch, max_batch)):
+        raise ValueError("--min/opt/max-batch need a model exported with --dynamic-batch")
+    cache = None
+    if timing_cache is not None and Path(timing_cache).is_file():
+        cache = config.create_timing_cache(Path(timing_cache).read_bytes())
+    else:
+        cache = config.create_timing_cache(b"")
+    config.set_timing_cache(cache, ignore_mismatch=False)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the log above)")
+    with atomic_path(plan_path, force=force) as temp:
+        temp.write_bytes(bytes(serialized))
+    if timing_cache is not None:
+        with atomic_path(timing_cache) as temp:
+            temp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    return Path(plan_path)
+
+
+class EngineRunner:
+    """Runs a serialized engine on CUDA tensors (torch) with TensorRT's name-based I/O API."""
+
+    def __init__(self, plan_path, plugin_libs=()):
+        trt = import_tensorrt(prefer=("tensorrt",))
+        require_gpu()
+        import torch
+
+        self.trt = trt
+        self.torch = torch
+        logger = trt.Logger(trt.Logger.WARNING)
+        runtime = trt.Runtime(logger)
+        for library in plugin_libs:
+            runtime.get_plugin_registry().load_library(str(library))
+        self.engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
+        if self.engine is None:
+            raise RuntimeError(f"TensorRT could not deserialize {plan_path}: built with another TensorRT version or GPU?")
+        self.context = self.engine.create_execution_context()
+        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+
+    def _torch_dtype(self, trt_dtype):
+        trt, torch = self.trt, self.torch
+        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.int64: torch.int64}
+        if hasattr(trt, "bfloat16"):
+            table[trt.bfloat16] = torch.bfloat16
+        return table[trt_dtype]
+
+    def run(self, video):
+        """video: numpy (B, C, T, H, W) float32 -> dict of numpy outputs."""
+        torch, trt = self.torch, self.trt
+        stream = torch.cuda.Stream()
+        outputs = {}
+        inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        device_input = torch.from_numpy(video).cuda()
+        self.context.set_input_shape(inputs[0], tuple(device_input.shape))
+        self.context.set_tensor_address(inputs[0], device_input.data_ptr())
+        for name in self.names:
+            if name in inputs:
+                continue
+            shape = tuple(self.context.get_tensor_shape(name))
+            buffer = torch.empty(shape, dtype=self._torch_dtype(self.engine.get_tensor_dtype(name)), device="cuda")
+            self.context.set_tensor_address(name, buffer.data_ptr())
+            outputs[name] = buffer
+        if not self.context.execute_async_v3(stream.cuda_stream):
+            raise RuntimeError("TensorRT execution failed")
+        stream.synchronize()
+        return {name: value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy() for name, value in outputs.items()}
