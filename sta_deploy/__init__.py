@@ -19,6 +19,9 @@ _LAZY = {
     "FlopsReport": ("sta_deploy.flops", "FlopsReport"),
     "save_checkpoint": ("sta_deploy.checkpoints", "save_checkpoint"),
     "read_checkpoint": ("sta_deploy.checkpoints", "read_checkpoint"),
+    "export_onnx": ("sta_deploy.onnx_export", "export_onnx"),
+    "validate_onnx": ("sta_deploy.validate", "validate_onnx"),
+    "onnx_session": ("sta_deploy.runtime", "onnx_session"),
 }
 
 
@@ -40,6 +43,9 @@ __all__ = [
     "FlopsReport",
     "save_checkpoint",
     "read_checkpoint",
+    "export_onnx",
+    "validate_onnx",
+    "onnx_session",
     "StaDeployError",
     "ConfigError",
     "CheckpointError",

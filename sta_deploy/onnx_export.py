@@ -163,6 +163,7 @@ def export_onnx(
                     dynamic_shapes=dynamic_shapes,
                     optimize=True,
                     verbose=False,
+                    custom_translation_table=_custom_translations(sta_impl),
                 )
         if program is None:  # pragma: no cover - torch always returns the program when f is omitted
             raise RuntimeError("torch.onnx.export returned no program")
@@ -181,8 +182,8 @@ def export_onnx(
         report = check_static_shapes(proto, dynamic_batch=dynamic_batch, batch_dim_name=None)
         if not report.ok:
             raise RuntimeError(f"exported graph is not static: {report.summary()}")
-        if sta_impl == "onnx":
-            onnx.checker.check_model(str(staged), full_check=True)
+        # (plugin mode: the node's schema was registered by plugin_export, so the checker knows it)
+        onnx.checker.check_model(str(staged), full_check=True)
         if use_external:
             staged_data = staging / data_path.name
             if not staged_data.exists():  # torch names the data file after the model; normalise it
@@ -257,6 +258,14 @@ def _sta_impl_context(sta_impl: str):
 
         return plugin_export_context()
     return contextlib.nullcontext()
+
+
+def _custom_translations(sta_impl: str):
+    if sta_impl != "plugin":
+        return None
+    from .plugin_export import custom_translation_table
+
+    return custom_translation_table()
 
 
 def _weights_record(model) -> dict:

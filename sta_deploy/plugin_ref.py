@@ -120,6 +120,8 @@ def load_reference_library(path: str | os.PathLike[str] | None = None) -> ctypes
         function = getattr(lib, name)
         function.argtypes = [_ptr, _ptr, *shape]
         function.restype = ctypes.c_int
+    lib.sta_stage_select_ref_f32_threads.argtypes = [_ptr, _ptr, *shape, _i32]
+    lib.sta_stage_select_ref_f32_threads.restype = ctypes.c_int
     lib.sta_stage_select_ref_f64.argtypes = [_ptr, _ptr, *shape, ctypes.POINTER(ctypes.c_double)]
     lib.sta_stage_select_ref_f64.restype = ctypes.c_int
     lib.sta_stage_select_error_string.argtypes = [ctypes.c_int]
@@ -180,19 +182,29 @@ def select_reference(
     backward: bool,
     *,
     precision: str = "float32",
+    threads: int | None = None,
     library: str | os.PathLike[str] | None = None,
 ) -> np.ndarray:
     """Kept token indices of one STA stage, (B, G, n - r) int32, by the CPU reference.
 
     ``metric`` (B, G, n, D) L2-normalised (or (B, G * n, D)), ``semantic`` (B, G, n) (or (B, G * n)).
     Equal to ``sta_deploy.sta.group_kept_indices(metric, semantic, r, backward)``.
+    ``threads`` (float32 metric only) runs each sample the way the CUDA kernel does, split over that
+    many host threads that meet at barriers; the result is the same for every thread count.
     """
     if precision == "float64":
         return select_reference_float64(metric, semantic, num_groups, r, backward, library=library)[0]
     lib = load_reference_library(library)
     metric, semantic, out = _prepare(metric, semantic, num_groups, r, precision)
-    function = lib.sta_stage_select_ref_f16 if metric.dtype == np.float16 else lib.sta_stage_select_ref_f32
-    status = function(metric.ctypes.data, semantic.ctypes.data, *metric.shape, int(r), int(bool(backward)), out.ctypes.data)
+    arguments = (metric.ctypes.data, semantic.ctypes.data, *metric.shape, int(r), int(bool(backward)), out.ctypes.data)
+    if threads is not None:
+        if metric.dtype != np.float32:
+            raise ValueError("threads= is only available for a float32 metric")
+        status = lib.sta_stage_select_ref_f32_threads(*arguments, int(threads))
+    elif metric.dtype == np.float16:
+        status = lib.sta_stage_select_ref_f16(*arguments)
+    else:
+        status = lib.sta_stage_select_ref_f32(*arguments)
     _check(lib, status, metric, r)
     return out
 

@@ -54,7 +54,7 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     model_bytes_or_path: str | bytes = str(path)
-    if _has_plugin_nodes(path):
+    if uses_plugin(path):
         from .ort_plugin import prepare_plugin_session
 
         model_bytes_or_path = prepare_plugin_session(path, options)
@@ -63,13 +63,6 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
     except Exception as error:  # onnxruntime raises its own exception types
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RuntimeError(f"ONNX Runtime cannot load {path}: {first[:300]}") from None
-
-
-def _has_plugin_nodes(path) -> bool:
-    try:
-        return uses_plugin(path)
-    except ImportError:
-        return False
 
 
 def cpu_count() -> int:

@@ -14,6 +14,9 @@ STA's scores are computed in float32 even when the model runs in half precision.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
+
 import torch
 from torch import Tensor
 
@@ -24,7 +27,10 @@ __all__ = [
     "image_style_order",
     "transition_matrix",
     "select_group_tokens",
+    "select_kept",
+    "selection_override",
     "sta_stage",
+    "StaStage",
 ]
 
 
@@ -146,6 +152,28 @@ def group_kept_indices(metric_groups: Tensor, semantic: Tensor, r: int, backward
     return torch.stack(kept, dim=1)  # type: ignore[arg-type]
 
 
+# Export can route the selection step elsewhere (the TensorRT plugin node); None = PyTorch.
+_selection_impl: contextvars.ContextVar = contextvars.ContextVar("sta_selection_impl", default=None)
+
+
+@contextlib.contextmanager
+def selection_override(impl):
+    """Within the block, :func:`select_kept` calls ``impl(metric_groups, semantic, r, backward)``."""
+    token = _selection_impl.set(impl)
+    try:
+        yield
+    finally:
+        _selection_impl.reset(token)
+
+
+def select_kept(metric_groups: Tensor, semantic: Tensor, r: int, backward: bool) -> Tensor:
+    """:func:`group_kept_indices`, unless an export has routed the selection elsewhere."""
+    impl = _selection_impl.get()
+    if impl is None:
+        return group_kept_indices(metric_groups, semantic, r, backward)
+    return impl(metric_groups, semantic, r, backward)
+
+
 def sta_stage(
     x: Tensor,
     metric: Tensor,
@@ -172,7 +200,7 @@ def sta_stage(
     n = num_tokens // num_groups
     x_groups = x.reshape(batch, num_groups, n, channels)
     metric_groups = normalise_metric(metric).reshape(batch, num_groups, n, metric.shape[-1])
-    kept_in_group = group_kept_indices(metric_groups, semantic_score(x_groups), r, backward)
+    kept_in_group = select_kept(metric_groups, semantic_score(x_groups), r, backward)
     group_offsets = (torch.arange(num_groups, device=x.device) * n).view(1, num_groups, 1)
     flat_indices = (kept_in_group + group_offsets).reshape(batch, -1)
     return _gather_tokens(x, flat_indices), positions.gather(1, flat_indices)

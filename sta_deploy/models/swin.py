@@ -15,7 +15,7 @@ STA on Swin (the paper leaves the design open; this is the one that reproduces T
   {r1, 1.5 r1 / 4, 2 r1 / 16}.  Drops are not cumulative: before every patch merging the grid is
   refilled with the nearest kept token, so each stage prunes a full grid.
 * The score is STA's: temporal accumulation over the slices (forward, backward, forward order at
-  the three stages), weighted by the semantic score, via :func:`sta_deploy.sta.group_kept_indices`.
+  the three stages), weighted by the semantic score, via :func:`sta_deploy.sta.select_kept`.
 * The similarity metric is the merged tokens themselves (the patch merging's output), L2
   normalised.  In ViT the metric is the keys of the block being pruned; here pruning happens
   *before* the stage's first block, and computing that block's keys on the full grid would cost
@@ -44,7 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
-from ..sta import group_kept_indices, normalise_metric, semantic_score, stable_smallest_k
+from ..sta import normalise_metric, select_kept, semantic_score, stable_smallest_k
 from .swin_geometry import nearest_kept, relative_position_index, shift_mask, window_geometry, window_slot_tables
 
 STAGE_DIRECTIONS = ("forward", "backward", "forward")
@@ -434,7 +434,7 @@ class VideoSwin(nn.Module):
         _, _, width = self.config.grids[stage + 1]
         x_groups = x.reshape(batch, slices, n, channels)
         metric = normalise_metric(x_groups)
-        kept_in_slice = group_kept_indices(metric, semantic_score(x_groups), r, schedule.directions[stage] == "backward")
+        kept_in_slice = select_kept(metric, semantic_score(x_groups), r, schedule.directions[stage] == "backward")
         keep = n - r
         order = stable_smallest_k(kept_in_slice.to(torch.float32), keep)  # raster order within each slice
         kept_in_slice = kept_in_slice.gather(-1, order)
