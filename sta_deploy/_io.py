@@ -9,6 +9,16 @@ import tempfile
 from pathlib import Path
 
 
+def writable_folder(path) -> Path:
+    """The folder ``path`` will be written into, or a one-line error saying why it cannot be."""
+    directory = Path(path).parent if str(Path(path).parent) else Path(".")
+    if not directory.is_dir():
+        raise FileNotFoundError(f"output folder {directory} does not exist; create it first")
+    if not os.access(directory, os.W_OK):
+        raise PermissionError(f"output folder {directory} is not writable; choose another -o path")
+    return directory
+
+
 @contextlib.contextmanager
 def atomic_path(path, *, force: bool = True):
     """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds.
@@ -19,11 +29,7 @@ def atomic_path(path, *, force: bool = True):
     path = Path(path)
     if not force and path.exists():
         raise FileExistsError(f"{path} already exists; pass --force (force=True) to overwrite it")
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise FileNotFoundError(f"output folder {directory} does not exist; create it first")
-    if not os.access(directory, os.W_OK):
-        raise PermissionError(f"output folder {directory} is not writable; choose another -o path")
+    directory = writable_folder(path)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=directory)
     os.close(handle)
     temp = Path(temp_name)

@@ -251,11 +251,22 @@ def load_state_strict(model, state: dict, *, source: str = "checkpoint") -> None
     model.load_state_dict(filtered, strict=True)
 
 
-def load_into_model(entry, checkpoint, *, r1: int, overrides: dict):
-    """Build ``entry``'s model with the checkpoint's config fields and load its weights strictly."""
+def _normal(value):
+    """Lists (from JSON) and tuples compare equal."""
+    return tuple(value) if isinstance(value, (list, tuple)) else value
+
+
+def load_into_model(entry, checkpoint, *, r1: int, overrides: dict, read=None, load=None):
+    """Build ``entry``'s model with the checkpoint's config fields and load its weights strictly.
+
+    ``read(path) -> (state, config_fields, layout)`` and ``load(model, state, source=...)`` default to
+    the ViT readers; other backbones pass their own (see :mod:`sta_deploy.swin_checkpoints`).
+    """
     from .registry import resolve_config
 
-    state, file_overrides, layout = read_checkpoint(checkpoint)
+    read = read or read_checkpoint
+    load = load or load_state_strict
+    state, file_overrides, layout = read(checkpoint)
     overrides = {key: value for key, value in overrides.items() if value is not None}
     if layout == "sta_deploy":
         saved = dict(file_overrides)
@@ -264,7 +275,7 @@ def load_into_model(entry, checkpoint, *, r1: int, overrides: dict):
             raise CheckpointError(f"{checkpoint} was saved from {saved_name}, not {entry.name}; use --model {saved_name}")
         file_overrides = saved
     for key, value in file_overrides.items():
-        if key in overrides and overrides[key] != value:
+        if key in overrides and _normal(overrides[key]) != _normal(value):
             raise ConfigError(f"override {key}={overrides[key]!r} contradicts the checkpoint's {key}={value!r}; drop the override")
     merged = {**file_overrides, **overrides}
     head = state.get("head.weight")
@@ -274,7 +285,7 @@ def load_into_model(entry, checkpoint, *, r1: int, overrides: dict):
     if layout == "huggingface":
         _check_hf_architecture(checkpoint, config, entry.name)
     model = entry.build(config, r1=r1, name=entry.name)
-    load_state_strict(model, state, source=f"checkpoint {checkpoint} ({layout} layout)")
+    load(model, state, source=f"checkpoint {checkpoint} ({layout} layout)")
     model.checkpoint_path = str(checkpoint)
     model.checkpoint_layout = layout
     return model

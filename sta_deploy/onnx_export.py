@@ -126,11 +126,9 @@ def export_onnx(
         for existing in (path, meta_path):
             if existing.exists():
                 raise FileExistsError(f"{existing} already exists; pass --force to overwrite it")
-    folder = path.parent if str(path.parent) else Path(".")
-    if not folder.is_dir():
-        raise FileNotFoundError(f"output folder {folder} does not exist; create it first")
-    if not os.access(folder, os.W_OK):
-        raise PermissionError(f"output folder {folder} is not writable; choose another -o path")
+    from ._io import writable_folder
+
+    folder = writable_folder(path)
 
     config = model.config
     torch_dtype = DTYPES[dtype]

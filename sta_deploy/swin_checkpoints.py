@@ -191,26 +191,6 @@ def load_swin_into_model(entry, checkpoint, *, r1: int, overrides: dict):
     The Swin counterpart of :func:`sta_deploy.checkpoints.load_into_model`; ``create_model`` sends
     Swin presets here.
     """
-    from .registry import resolve_config
+    from .checkpoints import load_into_model
 
-    state, file_overrides, layout = read_swin_checkpoint(checkpoint)
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    if layout == "sta_deploy":
-        saved = dict(file_overrides)
-        saved_name = saved.pop("__model__", entry.name)
-        if saved_name != entry.name:
-            raise CheckpointError(f"{checkpoint} was saved from {saved_name}, not {entry.name}; use --model {saved_name}")
-        file_overrides = saved
-    for key, value in file_overrides.items():
-        if key in overrides and _normal(overrides[key]) != _normal(value):
-            raise ConfigError(f"override {key}={overrides[key]!r} contradicts the checkpoint's {key}={value!r}; drop the override")
-    merged = {**file_overrides, **overrides}
-    head = state.get("head.weight")
-    if "num_classes" not in overrides and head is not None and head.dim() == 2:
-        merged["num_classes"] = int(head.shape[0])
-    config = resolve_config(entry.name, **merged)
-    model = entry.build(config, r1=r1, name=entry.name)
-    load_swin_state(model, state, source=f"checkpoint {checkpoint} ({layout} layout)")
-    model.checkpoint_path = str(checkpoint)
-    model.checkpoint_layout = layout
-    return model.eval()
+    return load_into_model(entry, checkpoint, r1=r1, overrides=overrides, read=read_swin_checkpoint, load=load_swin_state).eval()

@@ -387,3 +387,23 @@ def test_file_holding_a_tensor_not_a_dict(tmp_path):
 def test_error_types_are_value_errors():
     assert issubclass(CheckpointError, ValueError)
     assert issubclass(ConfigError, ValueError)
+
+
+def test_hf_folder_of_another_width_names_the_fix(tmp_path, hf_small):
+    """config.json states hidden_size/num_hidden_layers: the error says which flags (or preset) fit."""
+    hf_small.save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError) as info:
+        create_model("vit_b", checkpoint=tmp_path)
+    message = str(info.value)
+    assert f"hidden_size={HIDDEN}" in message and f"num_hidden_layers={LAYERS}" in message
+    assert f"--embed-dim {HIDDEN} --depth {LAYERS}" in message
+    assert "\n" not in message
+
+
+def test_hf_folder_with_unsupported_activation(tmp_path, hf_small):
+    hf_small.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / "config.json").read_text())
+    config["hidden_act"] = "relu"
+    (tmp_path / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match="hidden_act='relu'"):
+        create_model("vit_s", checkpoint=tmp_path, embed_dim=HIDDEN, depth=LAYERS)
