@@ -18,8 +18,9 @@ from .options import json_option
 @click.option("--batch", type=int, default=None, help="Batch size for a --dynamic-batch model [default: the exported batch].")
 @click.option("--profile", is_flag=True, help="Also profile the nodes and report STA's share of the time.")
 @click.option("--trtexec", "use_trtexec", is_flag=True, help="Time with trtexec instead (TensorRT and a GPU required).")
+@click.option("--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False), help="With --trtexec: plugin library for --dynamicPlugins (repeatable).")
 @json_option
-def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_trtexec, as_json):
+def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_trtexec, plugin_libs, as_json):
     """Median latency and clips/s of MODEL_PATH (an exported .onnx), next to its GFLOPs."""
     from pathlib import Path
 
@@ -28,7 +29,7 @@ def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_t
     if use_trtexec:
         from ..trtexec import run_trtexec_bench
 
-        result = run_trtexec_bench(model_path)
+        result = run_trtexec_bench(model_path, plugin_libs=plugin_libs)
         click.echo(json.dumps(result, indent=2) if as_json else result["table"])
         return
     from ..bench import sta_time_share, time_session

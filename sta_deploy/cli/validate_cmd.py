@@ -17,8 +17,9 @@ from .options import json_option
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random clips.")
 @click.option("--atol", type=float, default=None, help="Largest allowed logits |diff| [fp32: 1e-4, fp16: 5e-2].")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="A TensorRT engine built from ONNX_PATH to validate instead of ONNX Runtime.")
+@click.option("--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False), help="With --engine: plugin library the engine needs (repeatable).")
 @json_option
-def validate(onnx_path, checkpoint, clips, inputs, seed, atol, engine, as_json):
+def validate(onnx_path, checkpoint, clips, inputs, seed, atol, engine, plugin_libs, as_json):
     """Compare ONNX Runtime (or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
 
     Exits 1 when a threshold is missed (fp32: max |diff| 1e-4, top-1 100%, kept 100%).
@@ -31,7 +32,7 @@ def validate(onnx_path, checkpoint, clips, inputs, seed, atol, engine, as_json):
     if engine is not None:
         from ..trt_validate import validate_engine
 
-        report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances)
+        report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, plugin_libs=plugin_libs)
     else:
         from ..validate import validate_onnx
 
