@@ -7,6 +7,7 @@ shape is known at export time (the batch dimension may be left symbolic with ``d
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import logging
 import os
@@ -132,6 +133,9 @@ def export_onnx(
 
     config = model.config
     torch_dtype = DTYPES[dtype]
+    if dtype != "fp32":
+        # nn.Module.to converts in place: cast a copy, never the caller's model.
+        model = copy.deepcopy(model)
     graph_module = _ExportGraph(model, with_kept, torch_dtype).eval()
     if dtype != "fp32":
         graph_module = graph_module.to(torch_dtype)

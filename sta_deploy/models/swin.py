@@ -304,15 +304,17 @@ class WindowAttention3d(nn.Module):
         dim = three_c // 3
         volume = self.geometry.window_volume
         windows = slots // volume
-        qkv = qkv_windows.reshape(batch * windows, volume, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
+        # Batch and windows stay separate axes (never one ``batch * windows`` axis), so that with a
+        # symbolic batch every exported shape is ``batch`` or a constant (graph_checks allows no
+        # ``N*batch`` dims).  Attention runs on (B, nW, heads, V, hd).
+        qkv = qkv_windows.reshape(batch, windows, volume, 3, self.num_heads, dim // self.num_heads).permute(3, 0, 1, 4, 2, 5)
         q, k, v = qkv[0], qkv[1], qkv[2]
         attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn + self.relative_position_bias().to(attn.dtype)
+        attn = attn + self.relative_position_bias().to(attn.dtype).unsqueeze(0)
         if mask is not None:
-            attn = attn.view(batch, windows, self.num_heads, volume, volume) + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
-            attn = attn.view(batch * windows, self.num_heads, volume, volume)
+            attn = attn + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
         attn = attn.softmax(dim=-1)
-        return (attn @ v).transpose(1, 2).reshape(batch, slots, dim)
+        return (attn @ v).permute(0, 1, 3, 2, 4).reshape(batch, slots, dim)
 
 
 class SwinBlock(nn.Module):
@@ -334,8 +336,11 @@ class SwinBlock(nn.Module):
         slot_to_token, token_to_slot, slot_region = window_slot_tables(self.geometry)
         self.register_buffer("slot_to_token", slot_to_token, persistent=False)
         self.register_buffer("token_to_slot", token_to_slot, persistent=False)
-        mask = shift_mask(slot_region) if self.geometry.shifted else None
-        self.register_buffer("shift_mask", mask, persistent=False)
+        # Shifted blocks keep the (nW, V) mask regions and build the (nW, V, V) mask in forward: as a
+        # buffer the mask was an exported constant of nW * V^2 floats (~114 MB of swin_t's 244 MB
+        # ONNX file at 224^2; regions: 0.2 MB); the Equal/Cast it costs per call is negligible.
+        region = slot_region.to(torch.int32) if self.geometry.shifted else None
+        self.register_buffer("slot_region", region, persistent=False)
 
     def forward(self, x: Tensor, window_index: Tensor, back_index: Tensor) -> Tensor:
         qkv = self.attn.qkv(self.norm1(x))
@@ -344,7 +349,8 @@ class SwinBlock(nn.Module):
             bias = self.attn.qkv.bias.to(qkv.dtype).view(1, 1, -1).expand(qkv.shape[0], 1, -1)
             qkv = torch.cat([qkv, bias], dim=1)
         windows = _take(qkv, window_index)
-        attended = _take(self.attn.attend(windows, self.shift_mask), back_index)
+        mask = shift_mask(self.slot_region) if self.slot_region is not None else None
+        attended = _take(self.attn.attend(windows, mask), back_index)
         x = x + self.attn.proj(attended)
         return x + self.mlp(self.norm2(x))
 
