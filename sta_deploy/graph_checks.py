@@ -62,7 +62,11 @@ def _dims(value_info) -> list:
 
 def check_static_shapes(model: onnx.ModelProto, *, dynamic_batch: bool = False, batch_dim_name: str | None = None) -> StaticShapeReport:
     """Run shape inference on ``model`` (without external data) and report anything not static."""
-    inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+    except onnx.shape_inference.InferenceError as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
+        raise RuntimeError(f"ONNX shape inference failed on the exported graph: {first[:300]}") from None
     graph = inferred.graph
     initializers = {init.name for init in graph.initializer}
     report = StaticShapeReport(ok=True)
@@ -94,7 +98,8 @@ def check_static_shapes(model: onnx.ModelProto, *, dynamic_batch: bool = False, 
             report.dynamic_tensors.append(name)
 
     # Which tensors are computed from constants and shapes only (never from data values)?
-    shape_only = set(initializers)
+    # An initializer that is also a graph input can be overridden at run time: it is data.
+    shape_only = set(initializers) - {value.name for value in graph.input}
     for node in graph.node:
         inputs = [i for i in node.input if i]
         if node.op_type in SHAPE_SOURCES or (inputs and all(i in shape_only for i in inputs)) or not inputs:

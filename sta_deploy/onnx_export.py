@@ -185,7 +185,11 @@ def export_onnx(
         if not report.ok:
             raise RuntimeError(f"exported graph is not static: {report.summary()}")
         # (plugin mode: the node's schema was registered by plugin_export, so the checker knows it)
-        onnx.checker.check_model(str(staged), full_check=True)
+        try:
+            onnx.checker.check_model(str(staged), full_check=True)
+        except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
+            first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise RuntimeError(f"onnx.checker rejected the exported graph: {first[:300]}") from None
         if use_external:
             staged_data = staging / data_path.name
             if not staged_data.exists():  # torch names the data file after the model; normalise it
@@ -224,8 +228,14 @@ def export_onnx(
             os.replace(staging / data_path.name, data_path)
         elif data_path.exists():
             data_path.unlink()  # a stale file from an earlier large export
-        os.replace(staged, path)
+        # Manifest, then model: if placing the model fails, take the new manifest back out so
+        # that no manifest ever describes a file that is not there.
         os.replace(staging / meta_path.name, meta_path)
+        try:
+            os.replace(staged, path)
+        except BaseException:
+            meta_path.unlink(missing_ok=True)
+            raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return ExportResult(path=path, manifest_path=meta_path, manifest=manifest)

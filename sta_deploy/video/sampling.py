@@ -162,7 +162,7 @@ def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
     import torch
     import torch.nn.functional as F
 
-    tensor = torch.from_numpy(np.ascontiguousarray(frame)).permute(2, 0, 1)[None].float()
+    tensor = torch.from_numpy(np.require(frame, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
     out = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
     return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
 

@@ -1,0 +1,143 @@
+"""One interface over a PyTorch model and an exported ONNX model: clips in, logits (and kept tokens) out."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import ConfigError
+
+
+class Backend:
+    """``run(clips, with_kept)``: (N, 3, T, H, W) float32 -> logits (N, C) and, if asked, the kept positions
+    of the three STA stages (one (N, K_i) int64 array each, ascending)."""
+
+    kind = "backend"
+
+    def __init__(self, model_name: str, r1: int, config, *, source: str, checkpoint=None, random_weights: bool = False):
+        self.model_name = model_name
+        self.r1 = r1
+        self.config = config
+        self.source = source
+        self.checkpoint = checkpoint
+        self.random_weights = random_weights
+        self.calls = 0  # clips run so far
+        self.seconds = 0.0
+
+    family = property(lambda self: self.config.family)
+    num_frames = property(lambda self: self.config.num_frames)
+    img_size = property(lambda self: self.config.img_size)
+    num_classes = property(lambda self: self.config.num_classes)
+
+    @property
+    def gflops(self) -> float:
+        """GFLOPs of one view (fvcore convention, STA's own products included)."""
+        from ..flops import count_flops
+
+        return count_flops(self.model_name, self.r1, **self.config.as_dict()).total_gflops
+
+    def describe(self) -> str:
+        return f"{self.model_name} r1={self.r1} ({self.kind}: {self.source})"
+
+    @property
+    def has_kept(self) -> bool:
+        return True
+
+    def run(self, clips: np.ndarray, with_kept: bool = False):
+        start = time.perf_counter()
+        logits, kept = self._run(np.ascontiguousarray(clips, dtype=np.float32), with_kept)
+        self.seconds += time.perf_counter() - start
+        self.calls += len(clips)
+        return logits, kept
+
+    def _run(self, clips, with_kept):  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class TorchBackend(Backend):
+    kind = "pytorch"
+
+    def __init__(self, model, *, source: str, checkpoint=None, random_weights=False, batch_size: int = 4):
+        super().__init__(model.name, model.r1, model.config, source=source, checkpoint=checkpoint, random_weights=random_weights)
+        self.model = model.eval()
+        self.batch_size = batch_size
+
+    def _run(self, clips, with_kept):
+        import torch
+
+        logits, kept = [], [[], [], []]
+        with torch.no_grad():
+            for start in range(0, len(clips), self.batch_size):
+                out = self.model(torch.from_numpy(clips[start : start + self.batch_size]), return_kept=with_kept)
+                if with_kept:
+                    out, positions = out
+                    for stage, value in enumerate(positions):
+                        kept[stage].append(value.numpy())
+                logits.append(out.float().numpy())
+        return np.concatenate(logits), ([np.concatenate(k) for k in kept] if with_kept else None)
+
+
+class OnnxBackend(Backend):
+    kind = "onnxruntime"
+
+    def __init__(self, path, *, providers=None, threads=None, checkpoint=None):
+        from ..manifest import read_manifest
+        from ..registry import resolve_config
+        from ..runtime import onnx_session
+
+        self.path = Path(path)
+        self.manifest = read_manifest(path)
+        config = {k: tuple(v) if isinstance(v, list) else v for k, v in self.manifest["config"].items()}
+        weights = self.manifest.get("weights", {})
+        checkpoint = checkpoint or (weights.get("path") if weights.get("source") == "checkpoint" else None)
+        super().__init__(
+            self.manifest["model"], int(self.manifest["r1"]), resolve_config(self.manifest["model"], **config),
+            source=str(path), checkpoint=checkpoint, random_weights=weights.get("source") == "random-init",
+        )
+        self.session = onnx_session(path, providers=providers, threads=threads)
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    @property
+    def has_kept(self) -> bool:
+        return "kept_stage0" in self.output_names
+
+    @property
+    def batch_size(self):
+        return None if self.manifest["dynamic_batch"] else self.manifest["batch_size"]
+
+    def _run(self, clips, with_kept):
+        from ..validate import run_onnxruntime
+
+        if with_kept and not self.has_kept:
+            raise ConfigError(f"{self.path} has no kept_stage outputs; export it with --with-kept to see the kept tokens")
+        logits, kept = run_onnxruntime(self.session, self.manifest, clips)
+        return logits, (kept if with_kept else None)
+
+    def reference(self, r1: int | None = None) -> TorchBackend:
+        """The PyTorch model the manifest describes (same weights), optionally at another ``r1``."""
+        from ..manifest import rebuild_reference
+
+        manifest = dict(self.manifest, r1=self.r1 if r1 is None else r1)
+        model = rebuild_reference(manifest, self.checkpoint if self.manifest["weights"]["source"] == "checkpoint" else None)
+        return TorchBackend(model, source=f"rebuilt from {self.path.name}", checkpoint=self.checkpoint, random_weights=self.random_weights)
+
+
+def torch_backends(model_name: str, r1_values, *, checkpoint=None, overrides=None, seed: int = 0) -> list[TorchBackend]:
+    """One PyTorch backend per r1, sharing the weights (STA has no parameters, so the state dict is the same)."""
+    from ..registry import create_model
+
+    overrides = dict(overrides or {})
+    backends, first = [], None
+    source = str(checkpoint) if checkpoint else f"random weights, seed {seed}"
+    for r1 in r1_values:
+        if first is None:
+            model = create_model(model_name, r1=r1, checkpoint=checkpoint, seed=seed if checkpoint is None else None, **overrides)
+            first = model
+        else:
+            model = create_model(model_name, r1=r1, seed=0, **first.config.as_dict())
+            model.load_state_dict(first.state_dict())
+            model.eval()
+        backends.append(TorchBackend(model, source=source, checkpoint=checkpoint, random_weights=checkpoint is None))
+    return backends
