@@ -113,6 +113,9 @@ def main(argv=None):
                 for level in ("disable", "basic", "extended", "all"):
                     study[f"r1={r1} opt={level}"] = ort_runner(paths[r1], video, optimization=level, threads=args.threads)
                 study[f"r1={r1} opt=all threads=1"] = ort_runner(paths[r1], video, threads=1)
+                int8_path = paths[r1].with_name(paths[r1].stem + "_int8.onnx")
+                export_onnx(models[r1], int8_path, dtype="int8")
+                study[f"r1={r1} int8 dynamic quantization"] = ort_runner(int8_path, video, threads=args.threads)
                 fused = transformer_optimized(paths[r1], models[r1])
                 if fused is not None:
                     fused_path, fusion = fused

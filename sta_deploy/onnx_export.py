@@ -26,7 +26,7 @@ DEFAULT_OPSET = 18
 SUPPORTED_OPSETS = range(18, 24)
 EXTERNAL_DATA_THRESHOLD = 2 * 1024**3 - 64 * 1024**2  # protobuf's 2 GiB limit, with headroom for the graph
 INPUT_NAME = "video"
-DTYPES = {"fp32": torch.float32, "fp16": torch.float16}
+DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "int8": torch.float32}
 
 
 @dataclass
@@ -97,7 +97,8 @@ def export_onnx(
         dynamic_batch: leave the batch dimension symbolic (``batch``); every other dim stays static.
         opset: ONNX opset (default 18).
         with_kept: add int64 outputs ``kept_stage0..2`` (the positions of ``return_kept``).
-        dtype: ``fp32`` or ``fp16`` (weights and activations; STA's scores stay fp32; I/O stays fp32).
+        dtype: ``fp32``, ``fp16`` (weights and activations; STA's scores stay fp32; I/O stays fp32) or
+            ``int8`` (ONNX Runtime dynamic quantization of the blocks' matrix products, for CPUs).
         sta_impl: ``onnx`` (pure ONNX selection) or ``plugin`` (one TensorRT plugin node per stage).
         force: overwrite existing files; otherwise refuse before doing any work.
         weights: what the manifest records about the weights (``{"source": "random-init", "seed": 0}``
@@ -112,7 +113,7 @@ def export_onnx(
     path = Path(path)
     opset = _check_opset(opset)
     if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use fp32 or fp16")
+        raise ValueError(f"dtype {dtype!r} is not supported; use fp32, fp16 or int8")
     if sta_impl not in ("onnx", "plugin"):
         raise ValueError(f"sta_impl {sta_impl!r} is not supported; use 'onnx' or 'plugin'")
     if sta_impl == "plugin":
@@ -181,6 +182,8 @@ def export_onnx(
             proto = finalize_plugin_graph(proto)
             onnx.save(proto, str(staged), save_as_external_data=use_external, location=data_path.name if use_external else None)
         proto.producer_name = "sta-deploy"
+        if dtype == "int8":
+            proto = _quantize_dynamic_int8(staged, use_external)
         report = check_static_shapes(proto, dynamic_batch=dynamic_batch, batch_dim_name=None)
         if not report.ok:
             raise RuntimeError(f"exported graph is not static: {report.summary()}")
@@ -270,6 +273,41 @@ def _sta_impl_context(sta_impl: str):
 
         return plugin_export_context()
     return contextlib.nullcontext()
+
+
+def _quantize_dynamic_int8(staged: Path, use_external: bool):
+    """ONNX Runtime dynamic int8 quantization of the blocks' MatMul/Gemm (weights int8, activations
+    quantized per run).  STA's own nodes stay float32 so the token selection keeps full precision.
+    For ONNX Runtime on CPUs (VNNI); TensorRT wants fp16/fp32 graphs instead."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    from .bench import STA_SCOPE
+
+    proto = onnx.load(str(staged), load_external_data=False)
+    sta_nodes = [node.name for node in proto.graph.node if any(p.key == "namespace" and STA_SCOPE in p.value for p in node.metadata_props)]
+    quantized = staged.with_name("int8_" + staged.name)
+    root = logging.getLogger()
+    previous = root.level
+    root.setLevel(logging.ERROR)  # the quantizer logs advice (pre-processing, shape inference) at WARNING
+    try:
+        quantize_dynamic(
+            str(staged),
+            str(quantized),
+            weight_type=QuantType.QInt8,
+            op_types_to_quantize=["MatMul", "Gemm"],
+            nodes_to_exclude=sta_nodes,
+            use_external_data_format=use_external,
+        )
+    finally:
+        root.setLevel(previous)
+    for leftover in staged.parent.iterdir():
+        if leftover != quantized and not leftover.name.startswith("int8_"):
+            leftover.unlink()
+    os.replace(quantized, staged)
+    proto = onnx.load(str(staged), load_external_data=False)
+    onnx.save(proto, str(staged))
+    return proto
 
 
 def _custom_translations(sta_impl: str):

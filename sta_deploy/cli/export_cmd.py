@@ -29,7 +29,7 @@ RECIPE_FIELDS = {
 @click.option("--batch", type=int, default=1, show_default=True, help="Static batch size.")
 @click.option("--dynamic-batch", is_flag=True, help="Leave the batch dimension symbolic (all other dims static).")
 @click.option("--opset", type=int, default=None, help="ONNX opset [default: 18].")
-@click.option("--dtype", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True, help="Weights/activations precision (STA scores stay fp32).")
+@click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True, help="Precision (STA scores stay fp32); int8 = ONNX Runtime dynamic quantization, for CPUs.")
 @click.option("--with-kept", is_flag=True, help="Add int64 outputs kept_stage0..2 with the kept token positions.")
 @click.option("--sta-impl", type=click.Choice(["onnx", "plugin"]), default="onnx", show_default=True, help="Pure-ONNX selection or the TensorRT plugin node.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
@@ -61,7 +61,7 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
         overrides = {**loaded.get("overrides", {}), **overrides}
     if values["batch"] != 1 and values["dynamic_batch"] and ctx.get_parameter_source("batch") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--batch and --dynamic-batch are exclusive: pick a static batch or a symbolic one")
-    suffix = "_fp16" if values["dtype"] == "fp16" else ""
+    suffix = "" if values["dtype"] == "fp32" else f"_{values['dtype']}"
     output = values["output"] or f"{values['model_name']}_r{values['r1']}{suffix}.onnx"
 
     from pathlib import Path

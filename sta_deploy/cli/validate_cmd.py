@@ -16,10 +16,11 @@ from .options import json_option
 @click.option("--inputs", type=click.Path(dir_okay=False), default=None, help="A .npy of real clips, shape (N, 3, T, H, W).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random clips.")
 @click.option("--atol", type=float, default=None, help="Largest allowed logits |diff| [fp32: 1e-4, fp16: 5e-2].")
+@click.option("--min-kept", type=float, default=None, help="Smallest allowed kept-set agreement per stage [fp32: 1.0, fp16: 0.9].")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="A TensorRT engine built from ONNX_PATH to validate instead of ONNX Runtime.")
 @click.option("--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False), help="With --engine: plugin library the engine needs (repeatable).")
 @json_option
-def validate(onnx_path, checkpoint, clips, inputs, seed, atol, engine, plugin_libs, as_json):
+def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine, plugin_libs, as_json):
     """Compare ONNX Runtime (or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
 
     Exits 1 when a threshold is missed (fp32: max |diff| 1e-4, top-1 100%, kept 100%).
@@ -28,7 +29,7 @@ def validate(onnx_path, checkpoint, clips, inputs, seed, atol, engine, plugin_li
 
     if not Path(onnx_path).is_file():
         raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
-    tolerances = {"max_abs": atol}
+    tolerances = {"max_abs": atol, "kept": min_kept}
     if engine is not None:
         from ..trt_validate import validate_engine
 
