@@ -45,6 +45,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..sta import normalise_metric, select_kept, semantic_score, stable_smallest_k
+from ._common import StaBackbone
 from .swin_geometry import nearest_kept, relative_position_index, shift_mask, window_geometry, window_slot_tables
 
 STAGE_DIRECTIONS = ("forward", "backward", "forward")
@@ -373,7 +374,7 @@ class PatchMerging(nn.Module):
 
 
 # ----------------------------------------------------------------------------- model
-class VideoSwin(nn.Module):
+class VideoSwin(StaBackbone):
     """Video Swin classifier; ``r1 > 0`` enables STA at the inputs of stages 2, 3 and 4.
 
     ``forward(video, return_kept=False)`` takes (B, C, T, H, W) and returns logits (B, num_classes),
@@ -406,17 +407,10 @@ class VideoSwin(nn.Module):
         self._init_weights()
         self.eval()
 
-    @property
-    def r1(self) -> int:
-        return self.schedule.r1
-
     def _init_weights(self):
+        self.init_linear_weights()
         for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv3d)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
-            elif isinstance(module, WindowAttention3d):
+            if isinstance(module, WindowAttention3d):
                 nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)
 
     def check_input(self, video: Tensor) -> None:

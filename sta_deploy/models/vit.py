@@ -18,6 +18,7 @@ from torch import Tensor, nn
 from ..errors import ConfigError
 from ..schedule import StaSchedule, vit_schedule
 from ..sta import StaStage, sort_positions
+from ._common import StaBackbone
 
 
 @dataclass(frozen=True)
@@ -149,7 +150,7 @@ class Block(nn.Module):
         return x, metric
 
 
-class VideoViT(nn.Module):
+class VideoViT(StaBackbone):
     """VideoMAE ViT classifier; ``r1 > 0`` enables STA with the reference's decreasing schedule.
 
     ``forward(video, return_kept=False)`` takes (B, C, T, H, W) and returns logits (B, num_classes),
@@ -177,17 +178,8 @@ class VideoViT(nn.Module):
         self._init_weights()
         self.eval()
 
-    @property
-    def r1(self) -> int:
-        return self.schedule.r1
-
     def _init_weights(self):
-        # Random-weight models are used in tests and demos; keep activations in a sane range.
-        for module in self.modules():
-            if isinstance(module, (nn.Linear, nn.Conv3d)):
-                nn.init.trunc_normal_(module.weight, std=0.02)
-                if module.bias is not None:
-                    nn.init.zeros_(module.bias)
+        self.init_linear_weights()
         for block in self.blocks:
             nn.init.trunc_normal_(block.attn.q_bias, std=0.02)
             nn.init.trunc_normal_(block.attn.v_bias, std=0.02)
