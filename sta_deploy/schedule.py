@@ -37,13 +37,18 @@ class StaSchedule:
         return self.num_temporal * self.num_spatial
 
     @property
+    def drops_per_group(self) -> tuple[int, ...]:
+        """Tokens dropped from every group at each stage (ViT: r1 at every stage)."""
+        return (self.r1,) * len(self.groups)
+
+    @property
     def tokens_per_stage(self) -> tuple[int, ...]:
         """Tokens remaining after each stage (all tokens when r1 = 0)."""
-        return tuple(g * (n - self.r1) for g, n in zip(self.groups, self.group_sizes))
+        return tuple(g * (n - r) for g, n, r in zip(self.groups, self.group_sizes, self.drops_per_group))
 
     @property
     def dropped_per_stage(self) -> tuple[int, ...]:
-        return tuple(g * self.r1 for g in self.groups)
+        return tuple(g * r for g, r in zip(self.groups, self.drops_per_group))
 
     def tokens_at_block(self, block: int) -> int:
         """Tokens that enter block ``block`` (0-based)."""
@@ -55,7 +60,7 @@ class StaSchedule:
 
     def describe(self) -> str:
         """The drop schedule as the paper writes it, e.g. ``{8x48, 4x48, 2x48}``."""
-        return "{" + ", ".join(f"{g}x{self.r1}" for g in self.groups) + "}"
+        return "{" + ", ".join(f"{g}x{r}" for g, r in zip(self.groups, self.drops_per_group)) + "}"
 
     def as_dict(self) -> dict:
         return {

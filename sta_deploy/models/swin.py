@@ -44,6 +44,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..errors import ConfigError
+from ..schedule import StaSchedule
 from ..sta import normalise_metric, select_kept, semantic_score, stable_smallest_k
 from ._common import StaBackbone
 from .swin_geometry import nearest_kept, relative_position_index, shift_mask, window_geometry, window_slot_tables
@@ -136,41 +137,21 @@ class SwinConfig:
 
 
 @dataclass(frozen=True)
-class SwinSchedule:
+class SwinSchedule(StaSchedule):
     """Static geometry of STA on a Video Swin: what export needs to fix its shapes.
 
     STA stage ``i`` (0, 1, 2) runs at the input of Swin stage ``i + 2``, after the patch merging
     that follows block ``stage_blocks[i]`` (0-based over all blocks).  ``groups`` are the temporal
-    slices, ``group_sizes`` the full per-slice grid and ``rs`` the tokens dropped per slice.
+    slices, ``group_sizes`` the full per-slice grid (``num_spatial``: tokens per slice at the patch
+    embedding) and ``rs`` the tokens dropped per slice.
     """
 
-    r1: int
-    depth: int
-    num_temporal: int
-    num_spatial: int  # tokens per slice at the patch embedding
-    stage_blocks: tuple[int, ...]
-    groups: tuple[int, ...]
-    group_sizes: tuple[int, ...]
-    rs: tuple[int, ...]
-    directions: tuple[str, ...]
+    rs: tuple[int, ...] = ()
     depths: tuple[int, ...] = ()
 
     @property
-    def enabled(self) -> bool:
-        return self.r1 > 0
-
-    @property
-    def num_tokens(self) -> int:
-        return self.num_temporal * self.num_spatial
-
-    @property
-    def tokens_per_stage(self) -> tuple[int, ...]:
-        """Tokens kept by each STA stage (the full grid when r1 = 0)."""
-        return tuple(g * (n - r) for g, n, r in zip(self.groups, self.group_sizes, self.rs))
-
-    @property
-    def dropped_per_stage(self) -> tuple[int, ...]:
-        return tuple(g * r for g, r in zip(self.groups, self.rs))
+    def drops_per_group(self) -> tuple[int, ...]:
+        return self.rs
 
     def tokens_at_block(self, block: int) -> int:
         """Tokens that enter block ``block`` (0-based over all stages): the kept ones."""
@@ -181,23 +162,8 @@ class SwinSchedule:
             stage += 1
         return self.num_tokens if stage == 0 else self.tokens_per_stage[stage - 1]
 
-    def describe(self) -> str:
-        """The drop schedule as the paper writes it, e.g. ``{16x256, 16x96, 16x32}``."""
-        return "{" + ", ".join(f"{g}x{r}" for g, r in zip(self.groups, self.rs)) + "}"
-
     def as_dict(self) -> dict:
-        return {
-            "r1": self.r1,
-            "stage_blocks": list(self.stage_blocks),
-            "groups": list(self.groups),
-            "group_sizes": list(self.group_sizes),
-            "rs": list(self.rs),
-            "directions": list(self.directions),
-            "dropped_per_stage": list(self.dropped_per_stage),
-            "tokens_per_stage": list(self.tokens_per_stage),
-            "tokens_in": self.num_tokens,
-            "drop_schedule": self.describe(),
-        }
+        return {**super().as_dict(), "rs": list(self.rs)}
 
 
 def stage_drops(r1: int) -> tuple[int, int, int]:
