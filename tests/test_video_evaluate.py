@@ -11,7 +11,6 @@ import time
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("av")
 
@@ -28,12 +27,11 @@ TINY = dict(embed_dim=32, depth=3, num_heads=2, img_size=32, num_frames=16, num_
 TINY_ARGS = ["--model", "vit_s", "--embed-dim", "32", "--depth", "3", "--num-heads", "2", "--img-size", "32", "--num-classes", "4"]
 CLASSES, PER_CLASS = 4, 13  # 52 readable clips, plus one broken file
 
-# Runs the CLI in a subprocess with evaluate registered, counting (and optionally slowing) clip loads.
+# Runs the CLI in a subprocess, counting (and optionally slowing) clip loads.
 WRAPPER = r"""
 import atexit, os, sys, time
 import sta_deploy.video.evaluate as evaluate_module
-from sta_deploy.cli.app import COMMANDS, main
-COMMANDS.setdefault("evaluate", ("sta_deploy.cli.evaluate_cmd", "evaluate"))
+from sta_deploy.cli.app import main
 delay = float(os.environ.get("EVAL_TEST_DELAY", "0"))
 loads = []
 original = evaluate_module.load_views
@@ -48,11 +46,8 @@ sys.exit(main(sys.argv[1:]))
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test in this module runs PyTorch on one thread (fixture in conftest.py)."""
 
 
 @pytest.fixture(scope="module")

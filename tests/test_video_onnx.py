@@ -6,13 +6,11 @@ import json
 
 import numpy as np
 import pytest
-import torch
 
 pytest.importorskip("av")
 pytest.importorskip("onnxruntime")
 
 from sta_deploy import create_model
-from sta_deploy.cli.app import COMMANDS, main
 from sta_deploy.video.synthetic import moving_shapes, write_video
 
 TINY = dict(embed_dim=32, depth=3, num_heads=2, img_size=64, num_frames=16, num_classes=6)
@@ -21,11 +19,8 @@ R1 = 4
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test in this module runs PyTorch on one thread (fixture in conftest.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -48,19 +43,6 @@ def dataset(tmp_path_factory):
             suffix = [".mp4", ".webm", ".avi"][(label + index) % 3]
             write_video(root / f"class{label}" / f"clip{index}{suffix}", moving_shapes(36, 48, 72, seed=10 * label + index, kind=label))
     return root
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    for name in ("predict", "visualize", "evaluate"):
-        monkeypatch.setitem(COMMANDS, name, (f"sta_deploy.cli.{name}_cmd", name))
-
-    def run(*args):
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
 
 
 def test_predict_onnx_matches_pytorch(cli, exported, dataset):

@@ -11,7 +11,6 @@ import torch
 pytest.importorskip("av")
 
 from sta_deploy import ConfigError, create_model
-from sta_deploy.cli.app import COMMANDS, main
 from sta_deploy.video.backends import TorchBackend
 from sta_deploy.video.clips import load_views
 from sta_deploy.video.labels import labels_from_hf_config, read_labels_file, resolve_labels
@@ -23,24 +22,8 @@ TINY_ARGS = ["--model", "vit_s", "--embed-dim", "32", "--depth", "3", "--num-hea
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture
-def cli(monkeypatch, capsys):
-    for name in ("predict", "visualize", "evaluate"):
-        monkeypatch.setitem(COMMANDS, name, (f"sta_deploy.cli.{name}_cmd", name))
-
-    def run(*args):
-        code = main([str(a) for a in args])
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return run
+def _one_thread(one_torch_thread):
+    """Every test in this module runs PyTorch on one thread (fixture in conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ pytest.importorskip("av")
 Image = pytest.importorskip("PIL.Image")
 
 from sta_deploy import create_model
-from sta_deploy.cli.app import COMMANDS, main
+from sta_deploy.cli.app import main
 from sta_deploy.video.backends import TorchBackend
 from sta_deploy.video.predict import protocol_for_backend
 from sta_deploy.video.synthetic import moving_shapes, write_video
@@ -24,11 +24,8 @@ SWIN = dict(embed_dim=24, depths=(1, 1, 1, 1), num_heads=(1, 1, 1, 1), window_si
 
 
 @pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test in this module runs PyTorch on one thread (fixture in conftest.py)."""
 
 
 @pytest.fixture(scope="module")
@@ -79,7 +76,7 @@ def check_picture(image: np.ndarray, figure, clip, kept, config, mask=MASK_COLOR
     return checked
 
 
-def test_vit_png_masks_exactly_the_dropped_positions(tmp_path, clip_path, monkeypatch, capsys):
+def test_vit_png_masks_exactly_the_dropped_positions(tmp_path, clip_path, capsys):
     model = create_model("vit_s", r1=4, seed=0, **VIT)
     backend = TorchBackend(model, source="test", random_weights=True)  # as the CLI's, so the titles agree
     protocol = protocol_for_backend(backend, views="1x1")
@@ -87,8 +84,6 @@ def test_vit_png_masks_exactly_the_dropped_positions(tmp_path, clip_path, monkey
     kept = reference_kept(model, clip)
     assert all((a == b).all() for a, b in zip(kept, figure.kept))
     # the CLI writes the same picture
-    for name in ("visualize",):
-        monkeypatch.setitem(COMMANDS, name, (f"sta_deploy.cli.{name}_cmd", name))
     png, gif = tmp_path / "kept.png", tmp_path / "kept.gif"
     code = main(["visualize", str(clip_path), "-o", str(png), "--gif", str(gif), *VIT_ARGS, "--r1", "4", "--zoom", "2", "--json"])
     out = capsys.readouterr().out
@@ -121,8 +116,7 @@ def test_swin_png_uses_each_stage_grid(tmp_path, clip_path):
     assert figure.kept_fraction == [k.size / g.tokens for k, g in zip(kept, grids)]
 
 
-def test_visualize_refuses_to_overwrite(tmp_path, clip_path, monkeypatch, capsys):
-    monkeypatch.setitem(COMMANDS, "visualize", ("sta_deploy.cli.visualize_cmd", "visualize"))
+def test_visualize_refuses_to_overwrite(tmp_path, clip_path, capsys):
     png = tmp_path / "kept.png"
     png.write_bytes(b"old")
     assert main(["visualize", str(clip_path), "-o", str(png), *VIT_ARGS, "--r1", "4"]) == 1
