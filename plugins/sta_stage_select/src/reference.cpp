@@ -12,6 +12,30 @@
 namespace
 {
 
+//! One sample's scratch memory on the host, laid out as the kernel lays out its shared memory.
+template <class T>
+struct HostScratch
+{
+    std::vector<T> values;
+    std::vector<int32_t> order;
+    sta::SampleScratch<T> w;
+
+    explicit HostScratch(int64_t n)
+        : values(static_cast<size_t>(n * n + sta::tokenScratchValues(n)))
+        , order(static_cast<size_t>(n))
+    {
+        w.sim = values.data();
+        w.acc = w.sim + n * n;
+        w.score = w.acc + n;
+        w.prevAcc = w.score + n;
+        w.colSum = w.prevAcc + n;
+        w.total = w.colSum + n;
+        w.order = order.data();
+    }
+    HostScratch(HostScratch const&) = delete; // w points into the vectors
+    HostScratch& operator=(HostScratch const&) = delete;
+};
+
 template <class T, class M, class S>
 int runReference(M const* metric, S const* semantic, int64_t B, int64_t G, int64_t n, int64_t D, int64_t r,
     int32_t backward, int32_t* out, double* margin)
@@ -31,16 +55,8 @@ int runReference(M const* metric, S const* semantic, int64_t B, int64_t G, int64
     }
     try
     {
-        std::vector<T> values(static_cast<size_t>(n * n + sta::tokenScratchValues(n)));
-        std::vector<int32_t> order(static_cast<size_t>(n));
-        sta::SampleScratch<T> w;
-        w.sim = values.data();
-        w.acc = w.sim + n * n;
-        w.score = w.acc + n;
-        w.prevAcc = w.score + n;
-        w.colSum = w.prevAcc + n;
-        w.total = w.colSum + n;
-        w.order = order.data();
+        HostScratch<T> scratch(n);
+        sta::SampleScratch<T>& w = scratch.w;
         int64_t const keep = n - r;
         for (int64_t b = 0; b < B; ++b)
         {
@@ -133,16 +149,8 @@ STA_API int sta_stage_select_ref_f32_threads(const float* metric, const float* s
     }
     try
     {
-        std::vector<float> values(static_cast<size_t>(n * n + sta::tokenScratchValues(n)));
-        std::vector<int32_t> order(static_cast<size_t>(n));
-        sta::SampleScratch<float> w;
-        w.sim = values.data();
-        w.acc = w.sim + n * n;
-        w.score = w.acc + n;
-        w.prevAcc = w.score + n;
-        w.colSum = w.prevAcc + n;
-        w.total = w.colSum + n;
-        w.order = order.data();
+        HostScratch<float> scratch(n);
+        sta::SampleScratch<float>& w = scratch.w;
         int64_t const keep = n - r;
         for (int64_t b = 0; b < B; ++b)
         {
