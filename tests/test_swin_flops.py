@@ -72,18 +72,13 @@ def test_parameter_counts_match_torchvision():
 
 
 @pytest.mark.parametrize("r1", [0, 8, 16])
-def test_closed_form_matches_fvcore(r1):
+def test_closed_form_matches_fvcore(r1, one_torch_thread):
     fvcore = pytest.importorskip("fvcore.nn")
     logging.getLogger("fvcore").setLevel(logging.ERROR)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        model = VideoSwin(SwinConfig(**SMALL), r1=r1)
-        analysis = fvcore.FlopCountAnalysis(model, torch.randn(1, *model.config.input_shape))
-        analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
-        counted = analysis.total()
-    finally:
-        torch.set_num_threads(threads)
+    model = VideoSwin(SwinConfig(**SMALL), r1=r1)
+    analysis = fvcore.FlopCountAnalysis(model, torch.randn(1, *model.config.input_shape))
+    analysis.unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+    counted = analysis.total()
     report = swin_flops(model.config, r1)
     # fvcore sees the backbone and STA's own products; the closed form reports them apart.
     assert counted == round((report.gflops + report.sta_gflops) * 1e9)

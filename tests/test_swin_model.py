@@ -34,12 +34,8 @@ MM_FILE = FIXTURES / "mmaction_swin3d_small.pth"
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids scheduler noise on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test in this module runs PyTorch on one thread (fixture in conftest.py)."""
 
 
 @pytest.fixture(scope="module")

@@ -33,12 +33,8 @@ SMALL = dict(embed_dim=6, depths=(2, 2, 2, 2), num_heads=(1, 2, 3, 3), window_si
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    # Tiny tensors: one thread avoids scheduler noise on a shared 2-core machine.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+def _one_thread(one_torch_thread):
+    """Every test in this module runs PyTorch on one thread (fixture in conftest.py)."""
 
 
 @pytest.fixture(scope="module")
