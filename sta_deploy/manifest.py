@@ -46,14 +46,28 @@ def read_manifest(onnx_path) -> dict:
     return manifest
 
 
+def manifest_config(manifest: dict) -> dict:
+    """The model's config fields as ``create_model``/``count_flops`` overrides.
+
+    JSON turned the config's tuples (Swin window sizes, depths, heads) into lists.
+    """
+    return {key: tuple(value) if isinstance(value, list) else value for key, value in manifest["config"].items()}
+
+
+def manifest_flops(manifest: dict):
+    """:class:`sta_deploy.flops.FlopsReport` of the exported model (any backbone)."""
+    from .flops import count_flops
+
+    return count_flops(manifest["model"], manifest["r1"], **manifest_config(manifest))
+
+
 def rebuild_reference(manifest: dict, checkpoint=None):
     """The float32 PyTorch model the manifest describes (same weights: checkpoint or seeded random init)."""
     from .checkpoints import checkpoint_sha256
     from .registry import create_model
 
     weights = manifest["weights"]
-    # JSON turned the config's tuples (Swin window sizes, depths) into lists.
-    config = {key: tuple(value) if isinstance(value, list) else value for key, value in manifest["config"].items()}
+    config = manifest_config(manifest)
     name = manifest["model"]
     r1 = manifest["r1"]
     if weights["source"] == "random-init":

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -63,7 +62,3 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
     except Exception as error:  # onnxruntime raises its own exception types
         first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         raise RuntimeError(f"ONNX Runtime cannot load {path}: {first[:300]}") from None
-
-
-def cpu_count() -> int:
-    return os.cpu_count() or 1

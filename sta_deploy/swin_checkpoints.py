@@ -28,7 +28,7 @@ import re
 import torch
 
 from .checkpoints import load_state_strict, read_checkpoint
-from .errors import CheckpointError, ConfigError
+from .errors import CheckpointError
 
 _MMACTION_BLOCK = re.compile(r"^backbone\.layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
 _MMACTION_MERGE = re.compile(r"^backbone\.layers\.(\d+)\.downsample\.(.+)$")

@@ -76,13 +76,9 @@ def run_trtexec_bench(model_path, *, plugin_libs=(), timeout: int = 1800) -> dic
     summary["command"] = command
     flops_line = ""
     try:
-        from .flops import count_flops
-        from .manifest import read_manifest
+        from .manifest import manifest_flops, read_manifest
 
-        onnx_path = Path(model_path).with_suffix(".onnx")
-        manifest = read_manifest(onnx_path)
-        overrides = {k: v for k, v in manifest["config"].items() if k in ("embed_dim", "depth", "num_heads", "num_classes", "num_frames", "img_size")}
-        summary["gflops_per_clip"] = count_flops(manifest["model"], manifest["r1"], **overrides).gflops
+        summary["gflops_per_clip"] = manifest_flops(read_manifest(Path(model_path).with_suffix(".onnx"))).gflops
         flops_line = f"   {summary['gflops_per_clip']:.1f} GFLOPs/clip"
     except (FileNotFoundError, ValueError):
         pass

@@ -33,8 +33,7 @@ def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_t
         click.echo(json.dumps(result, indent=2) if as_json else result["table"])
         return
     from ..bench import sta_time_share, time_session
-    from ..flops import count_flops
-    from ..manifest import read_manifest
+    from ..manifest import manifest_flops, read_manifest
     from ..runtime import onnx_session
     from ..validate import seeded_clips
 
@@ -46,8 +45,7 @@ def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_t
     video = seeded_clips(batch, input_shape)
     session = onnx_session(model_path, threads=threads, optimization=optimization)
     timing = time_session(Path(model_path).name, session, video, warmup=warmup, runs=runs)
-    overrides = {k: v for k, v in manifest["config"].items() if k in ("embed_dim", "depth", "num_heads", "num_classes", "num_frames", "img_size")}
-    report = count_flops(manifest["model"], manifest["r1"], **overrides)
+    report = manifest_flops(manifest)
     result = {
         "model": manifest["model"],
         "r1": manifest["r1"],

@@ -83,13 +83,13 @@ class OnnxBackend(Backend):
     kind = "onnxruntime"
 
     def __init__(self, path, *, providers=None, threads=None, checkpoint=None):
-        from ..manifest import read_manifest
+        from ..manifest import manifest_config, read_manifest
         from ..registry import resolve_config
         from ..runtime import onnx_session
 
         self.path = Path(path)
         self.manifest = read_manifest(path)
-        config = {k: tuple(v) if isinstance(v, list) else v for k, v in self.manifest["config"].items()}
+        config = manifest_config(self.manifest)
         weights = self.manifest.get("weights", {})
         checkpoint = checkpoint or (weights.get("path") if weights.get("source") == "checkpoint" else None)
         super().__init__(
