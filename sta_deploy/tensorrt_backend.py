@@ -1,4 +1,4 @@
-"""TensorRT: engine building (Python API), running engines, and the no-GPU parse check.
+"""TensorRT: engine building (Python API) and running engines; the GPU-less parse check is in trt_parse.
 
 TensorRT is an optional extra (``pip install sta-deploy[trt]`` on a GPU machine).  Two flavours
 are understood:
@@ -11,7 +11,6 @@ are understood:
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
 from pathlib import Path
 
 from ._io import atomic_path
@@ -50,16 +49,6 @@ def require_gpu() -> None:
     raise TensorRTUnavailable("no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT engines need an NVIDIA GPU and a CUDA build of torch")
 
 
-@dataclass
-class ParseReport:
-    flavour: str
-    version: str
-    layers: int
-    inputs: list
-    outputs: list
-    engine_bytes: int | None
-
-
 def _parse(trt, onnx_path, logger, plugin_libs=()):
     builder = trt.Builder(logger)
     flags = 0
@@ -68,38 +57,13 @@ def _parse(trt, onnx_path, logger, plugin_libs=()):
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
     for library in plugin_libs:
-        builder.get_plugin_registry().load_library(str(library))
+        if builder.get_plugin_registry().load_library(str(library)) is None:
+            raise RuntimeError(f"TensorRT ({trt.__version__}) could not load {library} as a plugin library: it must export getCreators (libsta_stage_select_trt.so does) and be built against a compatible TensorRT")
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
         raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors[:400]}")
     return builder, network
-
-
-def parse_check(onnx_path, *, build: bool = True, plugin_libs=()) -> ParseReport:
-    """Parse ``onnx_path`` with TensorRT's ONNX parser and (optionally) build an engine in memory.
-
-    With ``tensorrt_rtx`` this works without a GPU.
-    """
-    trt = import_tensorrt(prefer=("tensorrt_rtx", "tensorrt"))
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder, network = _parse(trt, onnx_path, logger, plugin_libs)
-    engine_bytes = None
-    if build:
-        config = builder.create_builder_config()
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
-        engine_bytes = serialized.nbytes
-    describe = lambda tensor: {"name": tensor.name, "shape": list(tensor.shape), "dtype": str(tensor.dtype)}  # noqa: E731
-    return ParseReport(
-        flavour=trt.__name__,
-        version=trt.__version__,
-        layers=network.num_layers,
-        inputs=[describe(network.get_input(i)) for i in range(network.num_inputs)],
-        outputs=[describe(network.get_output(i)) for i in range(network.num_outputs)],
-        engine_bytes=engine_bytes,
-    )
 
 
 def build_engine(
@@ -117,8 +81,11 @@ def build_engine(
     force: bool = True,
 ) -> Path:
     """Build a serialized TensorRT engine (``.plan``) from an exported model; needs TensorRT and a GPU."""
+    from .trt_parse import check_plugin_libs
+
     trt = import_tensorrt(prefer=("tensorrt",))
     require_gpu()
+    check_plugin_libs(onnx_path, plugin_libs)
     logger = trt.Logger(trt.Logger.WARNING)
     builder, network = _parse(trt, onnx_path, logger, plugin_libs)
     config = builder.create_builder_config()
@@ -174,7 +141,8 @@ class EngineRunner:
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
         for library in plugin_libs:
-            runtime.get_plugin_registry().load_library(str(library))
+            if runtime.get_plugin_registry().load_library(str(library)) is None:
+                raise RuntimeError(f"TensorRT ({trt.__version__}) could not load {library} as a plugin library: it must export getCreators (libsta_stage_select_trt.so does) and be built against a compatible TensorRT")
         self.engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {plan_path}: built with another TensorRT version or GPU?")

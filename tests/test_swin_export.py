@@ -298,7 +298,7 @@ def test_dynamic_batch_runs_with_batch_1_and_3(exports, batch):
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
 def test_tensorrt_rtx_parses_and_builds_a_small_pruned_swin(exports):
-    from sta_deploy.tensorrt_backend import parse_check
+    from sta_deploy.trt_parse import parse_check
 
     exported = exports(CASES[0])
     schedule = exported.model.schedule
@@ -311,7 +311,7 @@ def test_tensorrt_rtx_parses_and_builds_a_small_pruned_swin(exports):
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
 def test_tensorrt_rtx_parses_the_dynamic_batch_swin(exports):
-    from sta_deploy.tensorrt_backend import parse_check
+    from sta_deploy.trt_parse import parse_check
 
     exported = exports(CASES[1])
     report = parse_check(exported.path, build=False)  # an engine would need a batch profile
@@ -373,7 +373,7 @@ def test_full_size_swin_t_r256_export_and_validate(tmp_path):
     assert data["kept"] == [1.0, 1.0, 1.0] and data["kept_exact"] == [1.0, 1.0, 1.0]
 
     if HAS_RTX:  # TensorRT's parser accepts the full-size graph (building an engine on CPU is too slow for CI)
-        from sta_deploy.tensorrt_backend import parse_check
+        from sta_deploy.trt_parse import parse_check
 
         report = parse_check(path, build=False)
         assert {o["name"]: o["shape"] for o in report.outputs}["kept_stage0"] == [1, 8448]

@@ -30,7 +30,7 @@ def vit_s_r48(tmp_path_factory):
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
 def test_tensorrt_rtx_parses_and_builds_vit_s_r48(vit_s_r48):
-    from sta_deploy.tensorrt_backend import parse_check
+    from sta_deploy.trt_parse import parse_check
 
     report = parse_check(vit_s_r48)
     assert report.flavour == "tensorrt_rtx"
@@ -53,7 +53,7 @@ def test_tensorrt_rtx_rejects_a_broken_graph(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from sta_deploy.tensorrt_backend import parse_check
+    from sta_deploy.trt_parse import parse_check
 
     node = helper.make_node("NoSuchOperator", ["x"], ["y"])
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
@@ -116,3 +116,57 @@ def test_engine_build_and_validate_on_gpu(vit_s_r48, tmp_path):
     assert report.top1 == 1.0
     assert report.kept and min(report.kept) == 1.0
     assert report.max_abs < 1e-3
+
+
+@pytest.fixture(scope="module")
+def tiny_plugin_export(tmp_path_factory):
+    """A small --sta-impl plugin export: its STAStageSelect nodes need the plugin library in TensorRT."""
+    from _helpers import SMALL
+
+    path = tmp_path_factory.mktemp("trt_plugin") / "tiny_plugin.onnx"
+    export_onnx(sta_deploy.create_model("vit_s", r1=4, seed=0, **SMALL), path, sta_impl="plugin")
+    return path
+
+
+@pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
+@pytest.mark.parametrize(
+    "plugin_lib, expected",
+    [
+        (None, "has 3 STAStageSelect plugin nodes (exported with --sta-impl plugin) and TensorRT needs their library"),
+        ("{folder}/missing.so", "missing.so does not exist"),
+        ("{folder}/not_a_plugin.so", "as a plugin library: it must export getCreators"),
+    ],
+)
+def test_parse_only_of_a_plugin_export_without_a_usable_plugin_library(tiny_plugin_export, tmp_path, plugin_lib, expected, capsys):
+    import _ctypes
+
+    # Any real shared library that is not a TensorRT plugin: Python's own _ctypes extension.
+    (tmp_path / "not_a_plugin.so").symlink_to(_ctypes.__file__)
+    argv = ["build", str(tiny_plugin_export), "--parse-only"]
+    if plugin_lib:
+        argv += ["--plugin-lib", plugin_lib.format(folder=tmp_path)]
+    assert main(argv) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected in err, err
+
+
+@pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
+def test_child_process_parse_check_matches_in_process(tmp_path):
+    """Plugin exports are parsed in a child process (see trt_parse): its report round-trips exactly,
+    and its errors come back as the same one-line RuntimeError."""
+    import onnx
+    import tensorrt_rtx
+    from onnx import TensorProto, helper
+
+    from _helpers import SMALL
+    from sta_deploy.trt_parse import _parse_check_in_child, parse_check
+
+    path = tmp_path / "tiny.onnx"
+    export_onnx(sta_deploy.create_model("vit_s", r1=4, seed=0, **SMALL), path, with_kept=True)
+    assert _parse_check_in_child(tensorrt_rtx, path, build=True, plugin_libs=()) == parse_check(path)
+
+    node = helper.make_node("NoSuchOperator", ["x"], ["y"])
+    graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
+    onnx.save(helper.make_model(graph), tmp_path / "broken.onnx")
+    with pytest.raises(RuntimeError, match="ONNX parser rejected"):
+        _parse_check_in_child(tensorrt_rtx, tmp_path / "broken.onnx", build=False, plugin_libs=())

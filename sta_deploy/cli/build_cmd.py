@@ -21,13 +21,17 @@ def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_
     """Build a TensorRT engine from ONNX_PATH with the TensorRT Python API."""
     from pathlib import Path
 
-    from ..tensorrt_backend import build_engine, parse_check
+    from ..tensorrt_backend import build_engine
+    from ..trt_parse import parse_check
 
     if not Path(onnx_path).is_file():
         raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
     if parse_only:
         report = parse_check(onnx_path, plugin_libs=plugin_libs)
         click.echo(f"{report.flavour} {report.version}: parsed {report.layers} layers, engine {report.engine_bytes / 1e6:.1f} MB; inputs {report.inputs}; outputs {report.outputs}")
+        for layer in report.plugin_layers:
+            shapes = ", ".join(f"{tuple(o['shape'])} {o['dtype']}" for o in layer["outputs"])
+            click.echo(f"  plugin layer {layer['name']}: {shapes}")
         return
     output = output or str(Path(onnx_path).with_suffix(".plan"))
     build_engine(
