@@ -170,3 +170,33 @@ def test_child_process_parse_check_matches_in_process(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "broken.onnx")
     with pytest.raises(RuntimeError, match="ONNX parser rejected"):
         _parse_check_in_child(tensorrt_rtx, tmp_path / "broken.onnx", build=False, plugin_libs=())
+
+
+@pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
+@pytest.mark.filterwarnings("ignore:.*Timing cache operations are no-ops:DeprecationWarning")
+def test_build_engine_code_paths_run_against_tensorrt_rtx(tmp_path, monkeypatch):
+    """build_engine's use of the TensorRT API (batch profile, timing cache, atomic plan write, flag
+    errors) runs against TensorRT-RTX, whose builder needs no GPU.  The plan is never executed here."""
+    import tensorrt_rtx
+
+    from _helpers import SMALL
+    from sta_deploy import tensorrt_backend
+
+    monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda prefer=(): tensorrt_rtx)
+    monkeypatch.setattr(tensorrt_backend, "require_gpu", lambda: None)
+    model = sta_deploy.create_model("vit_s", r1=4, seed=0, **SMALL)
+    dynamic, static = tmp_path / "dynamic.onnx", tmp_path / "static.onnx"
+    export_onnx(model, dynamic, dynamic_batch=True)
+    export_onnx(model, static)
+
+    plan = tensorrt_backend.build_engine(dynamic, tmp_path / "dynamic.plan", min_batch=1, opt_batch=2, max_batch=4, timing_cache=tmp_path / "cache.bin")
+    assert plan.stat().st_size > 1_000_000 and (tmp_path / "cache.bin").stat().st_size > 0
+    # The cache is read back on the next build.
+    tensorrt_backend.build_engine(dynamic, tmp_path / "again.plan", max_batch=2, timing_cache=tmp_path / "cache.bin")
+    with pytest.raises(ValueError, match="min <= opt <= max"):
+        tensorrt_backend.build_engine(dynamic, tmp_path / "bad.plan", min_batch=4, opt_batch=2, max_batch=8)
+    with pytest.raises(ValueError, match="need a model exported with --dynamic-batch"):
+        tensorrt_backend.build_engine(static, tmp_path / "bad.plan", max_batch=8)
+    with pytest.raises(ValueError, match="export the model with --dtype fp16"):
+        tensorrt_backend.build_engine(static, tmp_path / "bad.plan", fp16=True)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["again.plan", "cache.bin", "dynamic.manifest.json", "dynamic.onnx", "dynamic.plan", "static.manifest.json", "static.onnx"]
