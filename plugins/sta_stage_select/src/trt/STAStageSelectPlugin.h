@@ -31,6 +31,7 @@ constexpr char const* kFieldBackward = "backward";
 //! Where the library's log messages go: the TensorRT logger handed over by setLoggerFinder(), else stderr.
 void setLoggerFinder(nvinfer1::ILoggerFinder* finder) noexcept;
 void logMessage(nvinfer1::ILogger::Severity severity, std::string const& message) noexcept;
+void logError(std::string const& message) noexcept;
 
 class STAStageSelectPlugin final : public nvinfer1::IPluginV3,
                                    public nvinfer1::IPluginV3OneCore,
