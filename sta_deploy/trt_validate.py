@@ -10,8 +10,11 @@ def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=No
     from .tensorrt_backend import EngineRunner
     from .validate import compare_outputs, load_clips, run_reference, seeded_clips
 
+    from .trt_parse import check_plugin_libs
+
     manifest = read_manifest(onnx_path)
-    runner = EngineRunner(plan_path, plugin_libs=plugin_libs)  # fails first, in one line, without TensorRT or a GPU
+    check_plugin_libs(onnx_path, plugin_libs)  # a plugin-mode export's engine cannot load without its library
+    runner = EngineRunner(plan_path, plugin_libs=plugin_libs)  # fails in one line without TensorRT or a GPU
     model = rebuild_reference(manifest, checkpoint)
     shape = tuple(model.config.input_shape)
     data = [seeded_clips(clips, shape, seed)] if clips else []

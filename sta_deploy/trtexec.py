@@ -66,8 +66,13 @@ def parse_summary(text: str) -> dict:
 def run_trtexec_bench(model_path, *, plugin_libs=(), timeout: int = 1800) -> dict:
     from .tensorrt_backend import require_gpu
 
+    from .trt_parse import check_plugin_libs
+
     command = trtexec_command(model_path, plugin_libs=plugin_libs)
     require_gpu()
+    exported = Path(model_path).with_suffix(".onnx")  # a plan's export, when it sits beside it
+    if exported.is_file():
+        check_plugin_libs(exported, plugin_libs)
     completed = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     if completed.returncode != 0:
         tail = " | ".join(completed.stdout.strip().splitlines()[-3:])

@@ -200,3 +200,9 @@ def test_build_engine_code_paths_run_against_tensorrt_rtx(tmp_path, monkeypatch)
     with pytest.raises(ValueError, match="export the model with --dtype fp16"):
         tensorrt_backend.build_engine(static, tmp_path / "bad.plan", fp16=True)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["again.plan", "cache.bin", "dynamic.manifest.json", "dynamic.onnx", "dynamic.plan", "static.manifest.json", "static.onnx"]
+
+
+def test_validate_engine_of_a_plugin_export_asks_for_the_plugin_library_first(tiny_plugin_export, tmp_path, capsys):
+    assert main(["validate", str(tiny_plugin_export), "--engine", str(tmp_path / "x.plan")]) == 1
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "pass --plugin-lib path/to/libsta_stage_select_trt.so" in err, err
