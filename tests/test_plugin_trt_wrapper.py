@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -36,37 +35,10 @@ from sta_deploy import plugin_ref
 from sta_deploy.onnx_export import export_onnx
 
 from _helpers import expected_tokens_per_stage
+from _native import headers_major, nvcc_path, tensorrt_root
 
 HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
 NO_RTX = "tensorrt-rtx-cu13 is not installed (pip install 'sta-deploy[trt-rtx]')"
-
-
-def _tensorrt_root() -> str | None:
-    for variable in ("STA_TENSORRT_ROOT", "TensorRT_ROOT"):
-        root = os.environ.get(variable)
-        if root and (Path(root) / "include" / "NvInferRuntime.h").is_file():
-            return root
-    for system in ("/usr/include/x86_64-linux-gnu", "/usr/include/aarch64-linux-gnu", "/usr/include"):
-        if (Path(system) / "NvInferRuntime.h").is_file():
-            return "/usr"  # CMake looks in /usr/include and /usr/include/<arch>-linux-gnu
-    return None
-
-
-def _headers_major(root: str) -> int | None:
-    """TensorRT major version of the headers under ``root`` (NvInferVersion.h)."""
-    for folder in (Path(root) / "include", Path(root) / "include" / "x86_64-linux-gnu", Path(root) / "include" / "aarch64-linux-gnu"):
-        version = folder / "NvInferVersion.h"
-        if version.is_file():
-            found = re.search(r"define (?:TRT_MAJOR_ENTERPRISE|NV_TENSORRT_MAJOR) (\d+)", version.read_text())
-            return int(found.group(1)) if found else None
-    return None
-
-
-def _nvcc() -> str | None:
-    for candidate in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @dataclass
@@ -78,10 +50,10 @@ class WrapperBuild:
 @pytest.fixture(scope="module")
 def wrapper_build(tmp_path_factory):
     """The wrapper, both registration variants and the check driver, built once for this module."""
-    root = _tensorrt_root()
+    root = tensorrt_root()
     if root is None:
         pytest.skip("TensorRT headers not found: set TensorRT_ROOT to a folder with include/NvInferRuntime.h")
-    nvcc = _nvcc()
+    nvcc = nvcc_path()
     if nvcc is None or shutil.which("cmake") is None:
         pytest.skip("nvcc or cmake not found: the wrapper links the CUDA kernel")
     build_dir = tmp_path_factory.mktemp("trt_wrapper")
@@ -96,7 +68,7 @@ def wrapper_build(tmp_path_factory):
         )
     except subprocess.CalledProcessError as error:
         pytest.fail(f"building the TensorRT wrapper failed:\n{error.output}")
-    return WrapperBuild(build_dir, _headers_major(root))
+    return WrapperBuild(build_dir, headers_major(root))
 
 
 def test_wrapper_against_tensorrt_headers(wrapper_build):

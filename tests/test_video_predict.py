@@ -110,3 +110,22 @@ def test_labels_from_hf_config(tmp_path):
     assert resolve_labels(4, checkpoint=tmp_path)[0] == ["class_0", "class_1", "class_2", "class_3"]
     (tmp_path / "config.json").write_text(json.dumps({"id2label": {"0": "LABEL_0", "1": "LABEL_1"}}))
     assert labels_from_hf_config(tmp_path) is None
+
+
+def test_predict_save_views_writes_the_exact_model_input(cli, clips, tmp_path):
+    """--save-views: each clip's input as <name>.views.npy; the model on that file gives the printed scores."""
+    folder = tmp_path / "views"
+    code, out, _ = cli("predict", clips / "a.mp4", clips / "c_frames", clips / "broken.mp4", *TINY_ARGS, "--r1", "4", "--views", "2x1", "--json", "--save-views", folder)
+    assert code == 1  # broken.mp4 is still reported
+    results = json.loads(out.strip().splitlines()[-1])["results"]
+    assert sorted(p.name for p in folder.iterdir()) == ["a.mp4.views.npy", "c_frames.views.npy"]  # nothing half-written
+    model = create_model("vit_s", r1=4, seed=0, **TINY)
+    protocol = protocol_for_backend(TorchBackend(model, source="test"), views="2x1")
+    for result, name in zip(results, ["a.mp4", "c_frames"]):
+        saved = np.load(result["views_file"])
+        assert saved.dtype == np.float32 and saved.shape == (2, 3, 16, 64, 64)
+        assert np.array_equal(saved, load_views(clips / name, protocol).tensors())
+        with torch.no_grad():
+            expected = softmax(model(torch.from_numpy(saved)).double().numpy().mean(axis=0))
+        assert result["top"][0]["class"] == int(np.argmax(expected))
+        assert result["top"][0]["score"] == pytest.approx(float(expected.max()), abs=1e-5)

@@ -19,9 +19,10 @@ from .options import json_option, model_options
 @sampling_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
+@click.option("--save-views", "views_folder", type=click.Path(file_okay=False), default=None, help="Also save each clip's model input as DIR/<clip>.views.npy (views, 3, T, H, W) float32, e.g. for examples/trt_classify.")
 @json_option
 @click.pass_context
-def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, as_json):
+def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, views_folder, as_json):
     """Classify CLIPS (video files or frame folders): top-k classes with scores, averaged over the views.
 
     Frames are sampled as the backbone was evaluated (see --dataset); the scores are the average
@@ -46,13 +47,14 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
         if prediction is None:
             click.echo(f"{path}: skipped ({error})")
             return
-        click.echo(f"{path}  ({prediction.views} views, {prediction.total_frames} frames, {prediction.seconds:.2f}s)")
+        saved = f", input saved to {prediction.views_file}" if prediction.views_file else ""
+        click.echo(f"{path}  ({prediction.views} views, {prediction.total_frames} frames, {prediction.seconds:.2f}s{saved})")
         for rank, (index, score) in enumerate(zip(prediction.classes, prediction.scores), 1):
             click.echo(f"  {rank}. {names[index]:<40} {score:.4f}")
 
     if not as_json:
         click.echo(f"{backend.describe()}; {protocol.describe()}; labels: {label_source}")
-    run = predict_files(backend, clips, protocol, top=top, on_result=show)
+    run = predict_files(backend, clips, protocol, top=top, on_result=show, views_folder=views_folder)
     if as_json:
         payload = {
             "model": backend.model_name, "r1": backend.r1, "backend": backend.kind, "source": backend.source,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -21,10 +22,14 @@ class Prediction:
     total_frames: int
     seconds: float  # model time for all views
     decode_seconds: float = 0.0
+    views_file: str | None = None  # where --save-views wrote the model input
 
     def as_dict(self, names=None) -> dict:
         top = [{"class": int(c), "label": names[c] if names else str(c), "score": round(float(s), 6)} for c, s in zip(self.classes, self.scores)]
-        return {"path": self.path, "top": top, "views": self.views, "frames": self.total_frames, "seconds": round(self.seconds, 4)}
+        result = {"path": self.path, "top": top, "views": self.views, "frames": self.total_frames, "seconds": round(self.seconds, 4)}
+        if self.views_file is not None:
+            result["views_file"] = self.views_file
+        return result
 
 
 @dataclass
@@ -62,23 +67,53 @@ def protocol_for_backend(backend, *, dataset: str = "k400", views=None, stride=N
     )
 
 
-def predict_clip(backend, path, protocol: SamplingProtocol, *, top: int = 5) -> Prediction:
+def views_saver(folder):
+    """A function (views, clip path) -> file that writes one clip's model input as
+    ``folder/<clip file name>.views.npy``, (views, 3, T, S, S) float32, atomically, for running it
+    elsewhere (e.g. examples/trt_classify).  A re-run overwrites; two clips of one name in one run get
+    ``<name>.2.views.npy`` and so on."""
+    from .._io import atomic_path
+
+    folder = Path(folder)
+    taken: set = set()
+
+    def save(views: np.ndarray, path) -> str:
+        folder.mkdir(parents=True, exist_ok=True)
+        name, number = f"{Path(path).name}.views.npy", 1
+        while name in taken:
+            number += 1
+            name = f"{Path(path).name}.{number}.views.npy"
+        taken.add(name)
+        with atomic_path(folder / name) as temp:
+            with open(temp, "wb") as handle:
+                np.save(handle, views)
+        return str(folder / name)
+
+    return save
+
+
+def predict_clip(backend, path, protocol: SamplingProtocol, *, top: int = 5, save=None) -> Prediction:
     start = time.perf_counter()
     clip = load_views(path, protocol)
     decode_seconds = time.perf_counter() - start
+    views = clip.tensors()
+    views_file = save(views, path) if save is not None else None
     before = backend.seconds
-    logits, _ = backend.run(clip.tensors())
+    logits, _ = backend.run(views)
     scores = average_views(logits, protocol.average)
     classes, values = top_k(scores, top)
-    return Prediction(str(path), classes, values, protocol.num_views, clip.total_frames, backend.seconds - before, decode_seconds)
+    return Prediction(str(path), classes, values, protocol.num_views, clip.total_frames, backend.seconds - before, decode_seconds, views_file)
 
 
-def predict_files(backend, paths, protocol: SamplingProtocol, *, top: int = 5, on_result=None) -> PredictionRun:
-    """Predict every clip; unreadable / empty / too-short clips are recorded in ``failures`` and skipped."""
+def predict_files(backend, paths, protocol: SamplingProtocol, *, top: int = 5, on_result=None, views_folder=None) -> PredictionRun:
+    """Predict every clip; unreadable / empty / too-short clips are recorded in ``failures`` and skipped.
+
+    ``views_folder``: also save each clip's model input there (see :func:`views_saver`)."""
     run = PredictionRun()
+    save = views_saver(views_folder) if views_folder is not None else None
     for path in paths:
         try:
-            result = predict_clip(backend, path, protocol, top=top)
+            result = predict_clip(backend, path, protocol, top=top, save=save)
         except VideoError as error:
             run.failures.append((str(path), error.reason))
             result = None
