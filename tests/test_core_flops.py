@@ -32,7 +32,7 @@ def test_paper_table_2(name, column):
 
 def test_closed_form_by_hand_vit_b():
     """12 N d^2 + 2 N^2 d per block plus the patch embedding (the reference's own recipe)."""
-    d, depth = 768, 12
+    d = 768  # 12 blocks: one entry of `tokens` each
     patch = 1568 * d * 3 * 2 * 16 * 16
     tokens = [1568] + [1184] * 4 + [992] * 4 + [896] * 3  # r1 = 48, stages after blocks 0, 4, 8
     blocks = sum(12 * n * d * d + 2 * n * n * d for n in tokens)
