@@ -126,6 +126,8 @@ def _parse_check_in_child(trt, onnx_path, *, build, plugin_libs) -> ParseReport:
         env = dict(os.environ)
         env[CHILD_MARKER] = "1"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [links, env.get("LD_LIBRARY_PATH")]))
+        # The child imports this very package, wherever it was imported from.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
         request = json.dumps({"onnx_path": str(onnx_path), "build": build, "plugin_libs": list(plugin_libs)})
         done = subprocess.run([sys.executable, "-m", "sta_deploy._trt_parse_child", request], env=env, capture_output=True, text=True)
     if done.returncode == 0:
