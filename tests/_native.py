@@ -1,4 +1,4 @@
-"""Finding what native builds need in tests: TensorRT headers, their version, nvcc."""
+"""Finding what native builds need in tests: a C++ compiler, nvcc, TensorRT headers and their version."""
 
 from __future__ import annotations
 
@@ -32,5 +32,12 @@ def headers_major(root: str) -> int | None:
 def nvcc_path() -> str | None:
     for candidate in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
         if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def cxx_compiler() -> str | None:
+    for candidate in (os.environ.get("CXX"), "c++", "g++", "clang++"):
+        if candidate and shutil.which(candidate):
             return candidate
     return None

@@ -48,21 +48,9 @@ from sta_deploy.plugin_ref import (  # noqa: E402
 )
 from sta_deploy.sta import group_kept_indices, normalise_metric, semantic_score  # noqa: E402
 
+from _native import cxx_compiler, nvcc_path  # noqa: E402
+
 FLOAT32_MARGIN = 1e-5
-
-
-def _cxx_compiler() -> str | None:
-    for candidate in (os.environ.get("CXX"), "c++", "g++", "clang++"):
-        if candidate and shutil.which(candidate):
-            return candidate
-    return None
-
-
-def _nvcc() -> str | None:
-    for candidate in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
 
 
 @pytest.fixture(scope="session")
@@ -74,7 +62,7 @@ def reference_library(tmp_path_factory) -> str:
         return prebuilt
     if shutil.which("cmake") is None:
         pytest.skip("cmake not found: cannot build the STAStageSelect CPU reference")
-    if _cxx_compiler() is None:
+    if cxx_compiler() is None:
         pytest.skip("no C++ compiler (c++, g++, clang++ or $CXX) found: cannot build the STAStageSelect CPU reference")
     build_dir = tmp_path_factory.mktemp("sta_stage_select_ref")
     try:
@@ -337,10 +325,10 @@ def fatbin_architectures(path: Path) -> set[tuple[str, int]]:
 
 def test_nvcc_compiles_the_cuda_kernel_for_every_architecture(tmp_path):
     """CMake + nvcc build the kernel for sm_75 ... sm_120 plus PTX (compile only, no GPU)."""
-    nvcc = _nvcc()
+    nvcc = nvcc_path()
     if nvcc is None:
         pytest.skip("nvcc not found (PATH, $CUDACXX, /usr/local/cuda/bin): cannot compile the CUDA kernel")
-    if shutil.which("cmake") is None or _cxx_compiler() is None:
+    if shutil.which("cmake") is None or cxx_compiler() is None:
         pytest.skip("cmake or a C++ compiler is missing")
     release = re.search(r"release (\d+)\.(\d+)", subprocess.run([nvcc, "--version"], capture_output=True, text=True).stdout)
     version = (int(release.group(1)), int(release.group(2))) if release else (0, 0)

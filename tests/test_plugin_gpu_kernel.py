@@ -8,16 +8,15 @@ must hold exactly, on every input (same source, same IEEE operations in the same
 from __future__ import annotations
 
 import ctypes
-import os
 import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from _native import nvcc_path
 from sta_deploy import plugin_ref
 from sta_deploy.plugin_ref import load_reference_library, select_reference
 
@@ -27,16 +26,9 @@ if not torch.cuda.is_available():
 CUDA_ERROR_INSUFFICIENT_DRIVER = 35
 
 
-def _nvcc() -> str | None:
-    for candidate in (os.environ.get("CUDACXX"), shutil.which("nvcc"), "/usr/local/cuda/bin/nvcc"):
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    return None
-
-
 @pytest.fixture(scope="module")
 def libraries(tmp_path_factory):
-    nvcc = _nvcc()
+    nvcc = nvcc_path()
     if nvcc is None or shutil.which("cmake") is None:
         pytest.skip("nvcc or cmake not found: cannot build the CUDA kernel")
     major, minor = torch.cuda.get_device_capability()
