@@ -66,6 +66,22 @@ def _parse(trt, onnx_path, logger, plugin_libs=()):
     return builder, network
 
 
+def add_batch_profile(builder, network, config, min_batch=None, opt_batch=None, max_batch=None) -> None:
+    """An optimization profile for a --dynamic-batch export's batch (default 1 / min / max(opt, 8));
+    batch options on a static export are refused."""
+    video = network.get_input(0)
+    if video.shape[0] == -1:
+        low, mid, high = min_batch or 1, opt_batch or max(min_batch or 1, 1), max_batch or max(opt_batch or 1, 8)
+        if not low <= mid <= high:
+            raise ValueError(f"batch profile must satisfy min <= opt <= max, got {low}/{mid}/{high}")
+        rest = tuple(video.shape[1:])
+        profile = builder.create_optimization_profile()
+        profile.set_shape(video.name, (low, *rest), (mid, *rest), (high, *rest))
+        config.add_optimization_profile(profile)
+    elif any(v is not None for v in (min_batch, opt_batch, max_batch)):
+        raise ValueError("--min/opt/max-batch need a model exported with --dynamic-batch")
+
+
 def build_engine(
     onnx_path,
     plan_path,
@@ -100,17 +116,7 @@ def build_engine(
         config.set_flag(getattr(trt.BuilderFlag, flag))
     if workspace_gib:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    video = network.get_input(0)
-    if video.shape[0] == -1:
-        low, mid, high = min_batch or 1, opt_batch or max(min_batch or 1, 1), max_batch or max(opt_batch or 1, 8)
-        if not low <= mid <= high:
-            raise ValueError(f"batch profile must satisfy min <= opt <= max, got {low}/{mid}/{high}")
-        rest = tuple(video.shape[1:])
-        profile = builder.create_optimization_profile()
-        profile.set_shape(video.name, (low, *rest), (mid, *rest), (high, *rest))
-        config.add_optimization_profile(profile)
-    elif any(v is not None for v in (min_batch, opt_batch, max_batch)):
-        raise ValueError("--min/opt/max-batch need a model exported with --dynamic-batch")
+    add_batch_profile(builder, network, config, min_batch, opt_batch, max_batch)
     cache = None
     if timing_cache is not None and Path(timing_cache).is_file():
         cache = config.create_timing_cache(Path(timing_cache).read_bytes())

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .plugin_names import PLUGIN_NAMESPACE, PLUGIN_OP_TYPE
-from .tensorrt_backend import _parse, import_tensorrt
+from .tensorrt_backend import _parse, add_batch_profile, import_tensorrt
 
 CHILD_MARKER = "STA_DEPLOY_TRT_PARSE_CHILD"
 _PLUGIN_HINT = "build it with cmake (see plugins/sta_stage_select/README.md) and pass --plugin-lib path/to/libsta_stage_select_trt.so"
@@ -63,22 +63,24 @@ def check_plugin_libs(onnx_path, plugin_libs) -> int:
     return nodes
 
 
-def parse_check(onnx_path, *, build: bool = True, plugin_libs=()) -> ParseReport:
+def parse_check(onnx_path, *, build: bool = True, plugin_libs=(), batch_profile=(None, None, None)) -> ParseReport:
     """Parse ``onnx_path`` with TensorRT's ONNX parser and (optionally) build an engine in memory.
 
     Prefers TensorRT-RTX, which needs no GPU.  ``plugin_libs`` are loaded into the builder's plugin
-    registry (``--sta-impl plugin`` exports need ``libsta_stage_select_trt.so``).
+    registry (``--sta-impl plugin`` exports need ``libsta_stage_select_trt.so``).  A --dynamic-batch
+    export is built for ``batch_profile`` = (min, opt, max) batch, by default 1 / 1 / 8.
     """
     trt = import_tensorrt(prefer=("tensorrt_rtx", "tensorrt"))
     plugin_libs = tuple(str(Path(library).resolve()) for library in plugin_libs)
     check_plugin_libs(onnx_path, plugin_libs)
     if plugin_libs and _rtx_library_link_missing(trt):
-        return _parse_check_in_child(trt, onnx_path, build=build, plugin_libs=plugin_libs)
+        return _parse_check_in_child(trt, onnx_path, build=build, plugin_libs=plugin_libs, batch_profile=batch_profile)
     logger = trt.Logger(trt.Logger.ERROR)
     builder, network = _parse(trt, onnx_path, logger, plugin_libs)
     engine_bytes = None
     if build:
         config = builder.create_builder_config()
+        add_batch_profile(builder, network, config, *batch_profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
@@ -119,7 +121,7 @@ def _rtx_library_link_missing(trt) -> bool:
     return folder is not None and not (folder / "libtensorrt_rtx.so").exists() and any(folder.glob("libtensorrt_rtx.so.*"))
 
 
-def _parse_check_in_child(trt, onnx_path, *, build, plugin_libs) -> ParseReport:
+def _parse_check_in_child(trt, onnx_path, *, build, plugin_libs, batch_profile=(None, None, None)) -> ParseReport:
     real = sorted(_rtx_library_folder(trt).glob("libtensorrt_rtx.so.*"))[0]
     with tempfile.TemporaryDirectory(prefix="sta_trt_rtx_") as links:
         (Path(links) / "libtensorrt_rtx.so").symlink_to(real)
@@ -128,7 +130,7 @@ def _parse_check_in_child(trt, onnx_path, *, build, plugin_libs) -> ParseReport:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [links, env.get("LD_LIBRARY_PATH")]))
         # The child imports this very package, wherever it was imported from.
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
-        request = json.dumps({"onnx_path": str(onnx_path), "build": build, "plugin_libs": list(plugin_libs)})
+        request = json.dumps({"onnx_path": str(onnx_path), "build": build, "plugin_libs": list(plugin_libs), "batch_profile": list(batch_profile)})
         done = subprocess.run([sys.executable, "-m", "sta_deploy._trt_parse_child", request], env=env, capture_output=True, text=True)
     if done.returncode == 0:
         return ParseReport(**json.loads(done.stdout.strip().splitlines()[-1]))
@@ -142,7 +144,9 @@ def _child_main(request: str) -> int:
     """Entry point of the child process (see the module docstring)."""
     arguments = json.loads(request)
     try:
-        report = parse_check(arguments["onnx_path"], build=arguments["build"], plugin_libs=arguments["plugin_libs"])
+        report = parse_check(
+            arguments["onnx_path"], build=arguments["build"], plugin_libs=arguments["plugin_libs"], batch_profile=tuple(arguments["batch_profile"])
+        )
     except Exception as error:  # the parent re-raises the one-line message
         print(f"{error}".splitlines()[0] if str(error) else type(error).__name__, file=sys.stderr)
         return 1

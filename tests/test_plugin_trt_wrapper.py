@@ -105,10 +105,11 @@ def _expected_plugin_outputs(num_temporal: int, num_spatial: int, r1: int) -> li
     return [[1, g, t // g] for g, t in zip(groups, tokens)]
 
 
-@pytest.fixture(scope="module", params=["fp32", "fp16"])
+@pytest.fixture(scope="module", params=["fp32", "fp16", "fp32-dynamic-batch"])
 def vit_s_r48_plugin(request, tmp_path_factory):
+    dtype, dynamic = request.param.split("-")[0], request.param.endswith("dynamic-batch")
     path = tmp_path_factory.mktemp("plugin_onnx") / f"vit_s_r48_{request.param}_plugin.onnx"
-    export_onnx(sta_deploy.create_model("vit_s", r1=48, seed=0), path, dtype=request.param, with_kept=True, sta_impl="plugin")
+    export_onnx(sta_deploy.create_model("vit_s", r1=48, seed=0), path, dtype=dtype, dynamic_batch=dynamic, with_kept=True, sta_impl="plugin")
     return path
 
 
@@ -117,12 +118,16 @@ def test_tensorrt_rtx_parses_and_builds_plugin_export(wrapper_build, vit_s_r48_p
     """TensorRT's own parser and builder drive the plugin: the output shapes are the plugin's getOutputShapes."""
     from sta_deploy.trt_parse import parse_check
 
-    report = parse_check(vit_s_r48_plugin, plugin_libs=[wrapper_build.folder / "libsta_stage_select_trt.so"])
+    # A --dynamic-batch export is built for batches 1..4: configurePlugin sees that range.
+    batch = -1 if "dynamic" in vit_s_r48_plugin.name else 1
+    profile = (1, 2, 4) if batch == -1 else (None, None, None)
+    report = parse_check(vit_s_r48_plugin, plugin_libs=[wrapper_build.folder / "libsta_stage_select_trt.so"], batch_profile=profile)
     assert report.flavour == "tensorrt_rtx"
-    assert [layer["outputs"][0]["shape"] for layer in report.plugin_layers] == _expected_plugin_outputs(8, 196, 48)
+    expected = [[batch, *shape[1:]] for shape in _expected_plugin_outputs(8, 196, 48)]
+    assert [layer["outputs"][0]["shape"] for layer in report.plugin_layers] == expected
     assert all(layer["outputs"][0]["dtype"] == "DataType.INT32" for layer in report.plugin_layers)
     shapes = {o["name"]: o["shape"] for o in report.outputs}
-    assert shapes == {"logits": [1, 400], **{f"kept_stage{i}": [1, t] for i, t in enumerate(expected_tokens_per_stage(8, 196, 48))}}
+    assert shapes == {"logits": [batch, 400], **{f"kept_stage{i}": [batch, t] for i, t in enumerate(expected_tokens_per_stage(8, 196, 48))}}
     assert report.engine_bytes > 10_000_000  # the weights are in the engine (half of fp32's in fp16)
 
 
@@ -130,6 +135,8 @@ def test_tensorrt_rtx_parses_and_builds_plugin_export(wrapper_build, vit_s_r48_p
 def test_static_registration_reaches_tensorrt_rtx_registry(wrapper_build, vit_s_r48_plugin, tmp_path):
     """libsta_stage_select_trt_static registers itself through TensorRT-RTX's getPluginRegistry() when
     dlopen()ed into a process that has TensorRT loaded (what trtexec --staticPlugins does)."""
+    if "dynamic" in vit_s_r48_plugin.name:
+        pytest.skip("registration does not depend on the export: the static-batch exports cover it")
     if (wrapper_build.headers_major or 0) < 11:
         # The registrar makes a virtual call on IPluginRegistry, whose layout TensorRT 11 changed;
         # TensorRT-RTX has the 11 layout, so a build against 10.x headers is only for libnvinfer 10.

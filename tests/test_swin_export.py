@@ -310,13 +310,14 @@ def test_tensorrt_rtx_parses_and_builds_a_small_pruned_swin(exports):
 
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
-def test_tensorrt_rtx_parses_the_dynamic_batch_swin(exports):
+def test_tensorrt_rtx_parses_and_builds_the_dynamic_batch_swin(exports):
     from sta_deploy.trt_parse import parse_check
 
     exported = exports(CASES[1])
-    report = parse_check(exported.path, build=False)  # an engine would need a batch profile
+    report = parse_check(exported.path, batch_profile=(1, 2, 3))  # built for batches 1..3
     assert report.inputs[0]["shape"] == [-1, 3, 16, 112, 112]
     assert [o["shape"][0] for o in report.outputs] == [-1] * 4
+    assert report.engine_bytes
 
 
 # ----------------------------------------------------------------------------- SSv2 Swin-B FLOPs via the CLI

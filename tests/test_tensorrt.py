@@ -206,3 +206,17 @@ def test_validate_engine_of_a_plugin_export_asks_for_the_plugin_library_first(ti
     assert main(["validate", str(tiny_plugin_export), "--engine", str(tmp_path / "x.plan")]) == 1
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "pass --plugin-lib path/to/libsta_stage_select_trt.so" in err, err
+
+
+@pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
+def test_parse_only_builds_a_dynamic_batch_export_for_a_batch_profile(tmp_path, capsys):
+    from _helpers import SMALL
+
+    path = tmp_path / "dynamic.onnx"
+    export_onnx(sta_deploy.create_model("vit_s", r1=4, seed=0, **SMALL), path, dynamic_batch=True)
+    assert main(["build", str(path), "--parse-only"]) == 0  # default profile 1 / 1 / 8
+    assert "engine" in capsys.readouterr().out
+    assert main(["build", str(path), "--parse-only", "--min-batch", "2", "--opt-batch", "4", "--max-batch", "4"]) == 0
+    capsys.readouterr()
+    assert main(["build", str(path), "--parse-only", "--opt-batch", "4", "--max-batch", "2"]) == 1
+    assert "batch profile must satisfy min <= opt <= max, got 1/4/2" in capsys.readouterr().err

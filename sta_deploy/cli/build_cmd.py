@@ -27,7 +27,7 @@ def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_
     if not Path(onnx_path).is_file():
         raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
     if parse_only:
-        report = parse_check(onnx_path, plugin_libs=plugin_libs)
+        report = parse_check(onnx_path, plugin_libs=plugin_libs, batch_profile=(min_batch, opt_batch, max_batch))
         click.echo(f"{report.flavour} {report.version}: parsed {report.layers} layers, engine {report.engine_bytes / 1e6:.1f} MB; inputs {report.inputs}; outputs {report.outputs}")
         for layer in report.plugin_layers:
             shapes = ", ".join(f"{tuple(o['shape'])} {o['dtype']}" for o in layer["outputs"])
