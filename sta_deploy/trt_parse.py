@@ -106,7 +106,7 @@ def parse_check(onnx_path, *, build: bool = True, plugin_libs=(), batch_profile=
     )
 
 
-def _rtx_library_folder(trt) -> Path | None:
+def _rtx_library_folder() -> Path | None:
     try:
         import tensorrt_rtx_libs
     except ImportError:
@@ -117,12 +117,12 @@ def _rtx_library_folder(trt) -> Path | None:
 def _rtx_library_link_missing(trt) -> bool:
     if trt.__name__ != "tensorrt_rtx" or os.environ.get(CHILD_MARKER):
         return False
-    folder = _rtx_library_folder(trt)
+    folder = _rtx_library_folder()
     return folder is not None and not (folder / "libtensorrt_rtx.so").exists() and any(folder.glob("libtensorrt_rtx.so.*"))
 
 
 def _parse_check_in_child(trt, onnx_path, *, build, plugin_libs, batch_profile=(None, None, None)) -> ParseReport:
-    real = sorted(_rtx_library_folder(trt).glob("libtensorrt_rtx.so.*"))[0]
+    real = sorted(_rtx_library_folder().glob("libtensorrt_rtx.so.*"))[0]
     with tempfile.TemporaryDirectory(prefix="sta_trt_rtx_") as links:
         (Path(links) / "libtensorrt_rtx.so").symlink_to(real)
         env = dict(os.environ)
@@ -132,12 +132,16 @@ def _parse_check_in_child(trt, onnx_path, *, build, plugin_libs, batch_profile=(
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
         request = json.dumps({"onnx_path": str(onnx_path), "build": build, "plugin_libs": list(plugin_libs), "batch_profile": list(batch_profile)})
         done = subprocess.run([sys.executable, "-m", "sta_deploy._trt_parse_child", request], env=env, capture_output=True, text=True)
-    if done.returncode == 0:
-        return ParseReport(**json.loads(done.stdout.strip().splitlines()[-1]))
+    answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode in (0, 1) and done.stdout.strip() else None
+    if done.returncode == 0 and answer is not None:
+        return ParseReport(**answer)
+    if done.returncode == 1 and answer is not None:
+        # The child's one-line error, as the same exception type where it is one of ours to raise.
+        kind = {"ValueError": ValueError, "FileNotFoundError": FileNotFoundError}.get(answer["error_type"], RuntimeError)
+        raise kind(answer["error"])
     last = (done.stderr.strip().splitlines() or ["(no output)"])[-1]
-    if done.returncode < 0:
-        raise RuntimeError(f"TensorRT-RTX crashed (signal {-done.returncode}) while parsing {onnx_path}: {last}")
-    raise RuntimeError(last)
+    how = f"crashed (signal {-done.returncode})" if done.returncode < 0 else f"failed (exit {done.returncode})"
+    raise RuntimeError(f"TensorRT-RTX {how} while parsing {onnx_path}: {last}")
 
 
 def _child_main(request: str) -> int:
@@ -148,7 +152,8 @@ def _child_main(request: str) -> int:
             arguments["onnx_path"], build=arguments["build"], plugin_libs=arguments["plugin_libs"], batch_profile=tuple(arguments["batch_profile"])
         )
     except Exception as error:  # the parent re-raises the one-line message
-        print(f"{error}".splitlines()[0] if str(error) else type(error).__name__, file=sys.stderr)
+        message = str(error).splitlines()[0] if str(error) else type(error).__name__
+        print(json.dumps({"error_type": type(error).__name__, "error": message}))
         return 1
     print(json.dumps(asdict(report)))
     return 0

@@ -170,6 +170,8 @@ def test_child_process_parse_check_matches_in_process(tmp_path):
     onnx.save(helper.make_model(graph), tmp_path / "broken.onnx")
     with pytest.raises(RuntimeError, match="ONNX parser rejected"):
         _parse_check_in_child(tensorrt_rtx, tmp_path / "broken.onnx", build=False, plugin_libs=())
+    with pytest.raises(ValueError, match="need a model exported with --dynamic-batch"):  # same type as in-process
+        _parse_check_in_child(tensorrt_rtx, path, build=True, plugin_libs=(), batch_profile=(None, None, 8))
 
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
