@@ -49,6 +49,16 @@ def require_gpu() -> None:
     raise TensorRTUnavailable("no CUDA GPU is visible (torch.cuda.is_available() is False): TensorRT engines need an NVIDIA GPU and a CUDA build of torch")
 
 
+def load_plugin_libraries(trt, registry, plugin_libs) -> None:
+    """Load each plugin library into ``registry`` (a builder's or a runtime's), or say which one failed."""
+    for library in plugin_libs:
+        if registry.load_library(str(library)) is None:
+            raise RuntimeError(
+                f"TensorRT ({trt.__version__}) could not load {library} as a plugin library: it must export getCreators "
+                "(libsta_stage_select_trt.so does) and be built against a compatible TensorRT"
+            )
+
+
 def _parse(trt, onnx_path, logger, plugin_libs=()):
     builder = trt.Builder(logger)
     flags = 0
@@ -56,9 +66,7 @@ def _parse(trt, onnx_path, logger, plugin_libs=()):
         # TensorRT 8.x needs the flag; 10+ ignores (and deprecates) it.
         flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
     network = builder.create_network(flags)
-    for library in plugin_libs:
-        if builder.get_plugin_registry().load_library(str(library)) is None:
-            raise RuntimeError(f"TensorRT ({trt.__version__}) could not load {library} as a plugin library: it must export getCreators (libsta_stage_select_trt.so does) and be built against a compatible TensorRT")
+    load_plugin_libraries(trt, builder.get_plugin_registry(), plugin_libs)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(str(onnx_path)):
         errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
@@ -146,9 +154,7 @@ class EngineRunner:
         self.torch = torch
         logger = trt.Logger(trt.Logger.WARNING)
         runtime = trt.Runtime(logger)
-        for library in plugin_libs:
-            if runtime.get_plugin_registry().load_library(str(library)) is None:
-                raise RuntimeError(f"TensorRT ({trt.__version__}) could not load {library} as a plugin library: it must export getCreators (libsta_stage_select_trt.so does) and be built against a compatible TensorRT")
+        load_plugin_libraries(trt, runtime.get_plugin_registry(), plugin_libs)
         self.engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {plan_path}: built with another TensorRT version or GPU?")

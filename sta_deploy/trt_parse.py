@@ -74,7 +74,7 @@ def parse_check(onnx_path, *, build: bool = True, plugin_libs=(), batch_profile=
     plugin_libs = tuple(str(Path(library).resolve()) for library in plugin_libs)
     check_plugin_libs(onnx_path, plugin_libs)
     if plugin_libs and _rtx_library_link_missing(trt):
-        return _parse_check_in_child(trt, onnx_path, build=build, plugin_libs=plugin_libs, batch_profile=batch_profile)
+        return _parse_check_in_child(onnx_path, build=build, plugin_libs=plugin_libs, batch_profile=batch_profile)
     logger = trt.Logger(trt.Logger.ERROR)
     builder, network = _parse(trt, onnx_path, logger, plugin_libs)
     engine_bytes = None
@@ -121,7 +121,7 @@ def _rtx_library_link_missing(trt) -> bool:
     return folder is not None and not (folder / "libtensorrt_rtx.so").exists() and any(folder.glob("libtensorrt_rtx.so.*"))
 
 
-def _parse_check_in_child(trt, onnx_path, *, build, plugin_libs, batch_profile=(None, None, None)) -> ParseReport:
+def _parse_check_in_child(onnx_path, *, build, plugin_libs, batch_profile=(None, None, None)) -> ParseReport:
     real = sorted(_rtx_library_folder().glob("libtensorrt_rtx.so.*"))[0]
     with tempfile.TemporaryDirectory(prefix="sta_trt_rtx_") as links:
         (Path(links) / "libtensorrt_rtx.so").symlink_to(real)

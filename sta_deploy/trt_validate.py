@@ -8,9 +8,8 @@ import numpy as np
 def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=None, seed=0, tolerances=None, plugin_libs=()):
     from .manifest import read_manifest, rebuild_reference
     from .tensorrt_backend import EngineRunner
-    from .validate import compare_outputs, load_clips, run_reference, seeded_clips
-
     from .trt_parse import check_plugin_libs
+    from .validate import compare_outputs, load_clips, run_reference, seeded_clips
 
     manifest = read_manifest(onnx_path)
     check_plugin_libs(onnx_path, plugin_libs)  # a plugin-mode export's engine cannot load without its library

@@ -65,7 +65,6 @@ def parse_summary(text: str) -> dict:
 
 def run_trtexec_bench(model_path, *, plugin_libs=(), timeout: int = 1800) -> dict:
     from .tensorrt_backend import require_gpu
-
     from .trt_parse import check_plugin_libs
 
     command = trtexec_command(model_path, plugin_libs=plugin_libs)

@@ -155,7 +155,6 @@ def test_child_process_parse_check_matches_in_process(tmp_path):
     """Plugin exports are parsed in a child process (see trt_parse): its report round-trips exactly,
     and its errors come back as the same one-line RuntimeError."""
     import onnx
-    import tensorrt_rtx
     from onnx import TensorProto, helper
 
     from _helpers import SMALL
@@ -163,15 +162,15 @@ def test_child_process_parse_check_matches_in_process(tmp_path):
 
     path = tmp_path / "tiny.onnx"
     export_onnx(sta_deploy.create_model("vit_s", r1=4, seed=0, **SMALL), path, with_kept=True)
-    assert _parse_check_in_child(tensorrt_rtx, path, build=True, plugin_libs=()) == parse_check(path)
+    assert _parse_check_in_child(path, build=True, plugin_libs=()) == parse_check(path)
 
     node = helper.make_node("NoSuchOperator", ["x"], ["y"])
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
     onnx.save(helper.make_model(graph), tmp_path / "broken.onnx")
     with pytest.raises(RuntimeError, match="ONNX parser rejected"):
-        _parse_check_in_child(tensorrt_rtx, tmp_path / "broken.onnx", build=False, plugin_libs=())
+        _parse_check_in_child(tmp_path / "broken.onnx", build=False, plugin_libs=())
     with pytest.raises(ValueError, match="need a model exported with --dynamic-batch"):  # same type as in-process
-        _parse_check_in_child(tensorrt_rtx, path, build=True, plugin_libs=(), batch_profile=(None, None, 8))
+        _parse_check_in_child(path, build=True, plugin_libs=(), batch_profile=(None, None, 8))
 
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
