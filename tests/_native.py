@@ -1,7 +1,8 @@
-"""Finding what native builds need in tests: a C++ compiler, nvcc, TensorRT headers and their version."""
+"""Finding what native builds need in tests: a C++ compiler, nvcc, TensorRT headers and their version, TensorRT-RTX."""
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import shutil
@@ -41,3 +42,15 @@ def cxx_compiler() -> str | None:
         if candidate and shutil.which(candidate):
             return candidate
     return None
+
+
+def _has_tensorrt_rtx() -> bool:
+    try:
+        importlib.import_module("tensorrt_rtx")
+    except Exception:  # noqa: BLE001 - not installed, or a wheel that does not import here
+        return False
+    return True
+
+
+HAS_RTX = _has_tensorrt_rtx()
+NO_RTX = "tensorrt_rtx is not importable (pip install 'sta-deploy[trt-rtx]')"

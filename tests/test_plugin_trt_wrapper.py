@@ -20,7 +20,6 @@ Skipped when no headers or no nvcc are found.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import subprocess
@@ -35,10 +34,8 @@ from sta_deploy import plugin_ref
 from sta_deploy.onnx_export import export_onnx
 
 from _helpers import expected_tokens_per_stage
-from _native import headers_major, nvcc_path, tensorrt_root
+from _native import HAS_RTX, NO_RTX, headers_major, nvcc_path, tensorrt_root
 
-HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
-NO_RTX = "tensorrt-rtx-cu13 is not installed (pip install 'sta-deploy[trt-rtx]')"
 
 
 @dataclass

@@ -13,7 +13,6 @@ stage, so a whole-stage selection could not be built; the graph must select per 
 
 from __future__ import annotations
 
-import importlib
 import json
 import math
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from sta_deploy.registry import get_entry
 from sta_deploy.runtime import onnx_session
 from sta_deploy.validate import TOLERANCES, validate_onnx
 
+from _native import HAS_RTX, NO_RTX
 from test_export_helpers import constant_values, error_line, run_cli, static_shape_problems, symbolic_dims
 
 if "swin_t" not in sta_deploy.list_models():  # pragma: no cover - the registry adds Swin on import
@@ -41,18 +41,6 @@ if "swin_t" not in sta_deploy.list_models():  # pragma: no cover - the registry 
 
 TRT_TOPK_LIMIT = 3840  # TensorRT's largest TopK k
 FP32 = TOLERANCES["fp32"]  # the ViT thresholds: max |diff| 1e-4, cosine 0.99999, top-1 100%, kept 100%
-
-
-def _has_tensorrt_rtx() -> bool:
-    try:
-        importlib.import_module("tensorrt_rtx")
-    except Exception:  # noqa: BLE001 - not installed, or a wheel that does not import here
-        return False
-    return True
-
-
-HAS_RTX = _has_tensorrt_rtx()
-NO_RTX = "tensorrt_rtx is not importable (pip install 'sta-deploy[trt-rtx]')"
 
 
 # ----------------------------------------------------------------------------- the small exports

@@ -13,10 +13,10 @@ from sta_deploy.cli import main
 from sta_deploy.onnx_export import export_onnx
 from sta_deploy.trtexec import parse_summary
 
-HAS_RTX = importlib.util.find_spec("tensorrt_rtx") is not None
+from _native import HAS_RTX, NO_RTX
+
 HAS_TRT = importlib.util.find_spec("tensorrt") is not None
 HAS_GPU = torch.cuda.is_available()
-NO_RTX = "tensorrt-rtx-cu13 is not installed (pip install 'sta-deploy[trt-rtx]')"
 NO_GPU_TRT = "needs TensorRT and an NVIDIA GPU"
 
 
