@@ -25,9 +25,10 @@ import torch
 
 import sta_deploy
 from sta_deploy.bench import sta_time_share
-from sta_deploy.flops import count_flops
-from sta_deploy.onnx_export import export_onnx
-from sta_deploy.runtime import onnx_session
+from sta_deploy.export.manifest import versions
+from sta_deploy.export.onnx_export import export_onnx
+from sta_deploy.models.flops import count_flops
+from sta_deploy.runtime.onnxrt import onnx_session
 from sta_deploy.validate import seeded_clips
 
 
@@ -61,7 +62,7 @@ def torch_runner(model, video):
     return run
 
 
-def transformer_optimized(path: Path, model) -> Path | None:
+def transformer_optimized(path: Path, model) -> tuple[Path, dict] | None:
     """ONNX Runtime's transformer optimizer (attention/LayerNorm/GELU fusion) applied offline."""
     try:
         from onnxruntime.transformers.optimizer import optimize_model
@@ -75,7 +76,7 @@ def transformer_optimized(path: Path, model) -> Path | None:
     return out, optimized.get_fused_operator_statistics()
 
 
-def main(argv=None):
+def parse_args(argv):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="vit_b")
     parser.add_argument("--r1", default="0,32,48,64", help="comma-separated r1 values; 0 is always added")
@@ -84,11 +85,28 @@ def main(argv=None):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-options", action="store_true", help="skip the ORT options study")
     parser.add_argument("--out", default=None)
-    args = parser.parse_args(argv)
-    r1_values = sorted({0, *(int(v) for v in args.r1.split(","))})
-    torch.set_num_threads(args.threads)
-    out_path = Path(args.out or f"benchmarks/results/ort_cpu_{args.model}.json")
+    return parser.parse_args(argv)
 
+
+def options_study(paths, models, video, r1_values, args):
+    """Graph optimisation levels, one thread, int8 and ORT's transformer optimizer at r1 = 0 and 48."""
+    study, fusion = {}, None
+    for r1 in (0, 48) if 48 in r1_values else (0, r1_values[-1]):
+        for level in ("disable", "basic", "extended", "all"):
+            study[f"r1={r1} opt={level}"] = ort_runner(paths[r1], video, optimization=level, threads=args.threads)
+        study[f"r1={r1} opt=all threads=1"] = ort_runner(paths[r1], video, threads=1)
+        int8_path = paths[r1].with_name(paths[r1].stem + "_int8.onnx")
+        export_onnx(models[r1], int8_path, dtype="int8")
+        study[f"r1={r1} int8 dynamic quantization"] = ort_runner(int8_path, video, threads=args.threads)
+        fused = transformer_optimized(paths[r1], models[r1])
+        if fused is not None:
+            fused_path, fusion = fused
+            study[f"r1={r1} transformer-optimizer"] = ort_runner(fused_path, video, threads=args.threads)
+    return interleaved_timings(study, warmup=1, runs=max(5, args.runs // 2)), fusion
+
+
+def measure(args, r1_values):
+    """Export every r1, then time ORT and eager interleaved, the options study and STA's share."""
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         models, paths = {}, {}
@@ -98,33 +116,18 @@ def main(argv=None):
             export_onnx(models[r1], paths[r1])
             print(f"exported r1={r1}", file=sys.stderr)
         video = seeded_clips(1, models[0].config.input_shape)
-
         runners = {}
         for r1 in r1_values:
             runners[f"ort r1={r1}"] = ort_runner(paths[r1], video, threads=args.threads)
             runners[f"torch r1={r1}"] = torch_runner(models[r1], video)
         main_times = interleaved_timings(runners, warmup=args.warmup, runs=args.runs)
-
-        option_times, fusion = {}, None
-        if not args.skip_options:
-            study = {}
-            for r1 in (0, 48) if 48 in r1_values else (0, r1_values[-1]):
-                for level in ("disable", "basic", "extended", "all"):
-                    study[f"r1={r1} opt={level}"] = ort_runner(paths[r1], video, optimization=level, threads=args.threads)
-                study[f"r1={r1} opt=all threads=1"] = ort_runner(paths[r1], video, threads=1)
-                int8_path = paths[r1].with_name(paths[r1].stem + "_int8.onnx")
-                export_onnx(models[r1], int8_path, dtype="int8")
-                study[f"r1={r1} int8 dynamic quantization"] = ort_runner(int8_path, video, threads=args.threads)
-                fused = transformer_optimized(paths[r1], models[r1])
-                if fused is not None:
-                    fused_path, fusion = fused
-                    study[f"r1={r1} transformer-optimizer"] = ort_runner(fused_path, video, threads=args.threads)
-            option_times = interleaved_timings(study, warmup=1, runs=max(5, args.runs // 2))
-
+        option_times, fusion = ({}, None) if args.skip_options else options_study(paths, models, video, r1_values, args)
         shares = {r1: sta_time_share(paths[r1], video, threads=args.threads) for r1 in r1_values if r1 > 0}
+    return main_times, option_times, fusion, shares
 
-    median = {name: statistics.median(values) for name, values in {**main_times, **option_times}.items()}
-    flops = {r1: count_flops(args.model, r1).gflops for r1 in r1_values}
+
+def summary_rows(model_name, r1_values, median, shares):
+    flops = {r1: count_flops(model_name, r1).gflops for r1 in r1_values}
     rows = []
     for r1 in r1_values:
         ort_ms, torch_ms = median[f"ort r1={r1}"], median[f"torch r1={r1}"]
@@ -142,6 +145,10 @@ def main(argv=None):
                 "sta_share": shares.get(r1, {}).get("sta_fraction"),
             }
         )
+    return rows
+
+
+def print_table(args, rows, option_times, median, fusion):
     print(f"\n{args.model}, batch 1, {args.threads} threads, median of {args.runs} interleaved runs ({platform.processor() or platform.machine()})")
     print(f"{'r1':>4} {'GFLOPs':>8} {'FLOPs':>6} {'ORT ms':>8} {'ratio':>6} {'clips/s':>8} {'eager ms':>9} {'ratio':>6} {'ORT/eager':>9} {'STA time':>8}")
     for row in rows:
@@ -156,13 +163,24 @@ def main(argv=None):
             print(f"  {name:<36} {median[name]:>8.0f}")
         if fusion:
             print(f"  transformer optimizer fused: { {k: v for k, v in fusion.items() if v} }")
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    r1_values = sorted({0, *(int(v) for v in args.r1.split(","))})
+    torch.set_num_threads(args.threads)
+    out_path = Path(args.out or f"benchmarks/results/ort_cpu_{args.model}.json")
+    main_times, option_times, fusion, shares = measure(args, r1_values)
+    median = {name: statistics.median(values) for name, values in {**main_times, **option_times}.items()}
+    rows = summary_rows(args.model, r1_values, median, shares)
+    print_table(args, rows, option_times, median, fusion)
     result = {
         "model": args.model,
         "batch": 1,
         "threads": args.threads,
         "runs": args.runs,
         "machine": {"processor": platform.processor(), "machine": platform.machine(), "cpus": os.cpu_count()},
-        "versions": sta_deploy.manifest.versions() if hasattr(sta_deploy, "manifest") else {},
+        "versions": versions(),
         "rows": rows,
         "options_ms": {name: median[name] for name in option_times},
         "fusion": fusion,

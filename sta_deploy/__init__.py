@@ -7,21 +7,26 @@ Public API::
     model = sta_deploy.create_model("vit_b", r1=48, checkpoint="videomae_vit_b_k400.pth")
     logits, kept = model(video, return_kept=True)              # video: (B, 3, 16, 224, 224)
     sta_deploy.count_flops("vit_b", r1=48).gflops              # 115.8, the paper's 116
+    sta_deploy.export_onnx(model, "vit_b_r48.onnx"); sta_deploy.validate_onnx("vit_b_r48.onnx")
+
+Layout (lower layers never import higher ones; an import-linter contract in pyproject.toml checks it):
+``sta``/``schedule``/``errors``/``_io`` -> ``models/`` -> ``plugin/`` -> ``export/``, ``runtime/`` ->
+``validate``/``bench``/``video/`` -> ``cli/``.
 """
 
-__version__ = "0.1.0"
-
-from .errors import CheckpointError, ConfigError, StaDeployError  # noqa: E402
-from .registry import create_model, list_models  # noqa: E402
+from ._version import __version__
+from .errors import CheckpointError, ConfigError, StaDeployError
+from .models.registry import create_model, list_models
 
 _LAZY = {
-    "count_flops": ("sta_deploy.flops", "count_flops"),
-    "FlopsReport": ("sta_deploy.flops", "FlopsReport"),
-    "save_checkpoint": ("sta_deploy.checkpoints", "save_checkpoint"),
-    "read_checkpoint": ("sta_deploy.checkpoints", "read_checkpoint"),
-    "export_onnx": ("sta_deploy.onnx_export", "export_onnx"),
+    "count_flops": ("sta_deploy.models.flops", "count_flops"),
+    "FlopsReport": ("sta_deploy.models.flops", "FlopsReport"),
+    "save_checkpoint": ("sta_deploy.models.checkpoints", "save_checkpoint"),
+    "read_checkpoint": ("sta_deploy.models.vit_checkpoints", "read_checkpoint"),
+    "export_onnx": ("sta_deploy.export.onnx_export", "export_onnx"),
     "validate_onnx": ("sta_deploy.validate", "validate_onnx"),
-    "onnx_session": ("sta_deploy.runtime", "onnx_session"),
+    "validate_engine": ("sta_deploy.validate", "validate_engine"),
+    "onnx_session": ("sta_deploy.runtime.onnxrt", "onnx_session"),
 }
 
 
@@ -45,6 +50,7 @@ __all__ = [
     "read_checkpoint",
     "export_onnx",
     "validate_onnx",
+    "validate_engine",
     "onnx_session",
     "StaDeployError",
     "ConfigError",

@@ -1,4 +1,4 @@
-"""Latency measurement for exported models (ONNX Runtime) and PyTorch eager, plus STA's share of the time."""
+"""Latency of exported models (ONNX Runtime; TensorRT through trtexec), plus STA's share of the time."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-STA_SCOPE = "sta_stages"
+from .sta import STA_SCOPE
 
 
 @dataclass
@@ -58,18 +58,6 @@ def time_session(label: str, session, video: np.ndarray, **kwargs) -> Timing:
     return time_callable(label, lambda: session.run(None, feed), batch=video.shape[0], **kwargs)
 
 
-def time_torch(label: str, model, video: np.ndarray, **kwargs) -> Timing:
-    import torch
-
-    tensor = torch.from_numpy(video)
-
-    def run():
-        with torch.inference_mode():
-            model(tensor)
-
-    return time_callable(label, run, batch=video.shape[0], **kwargs)
-
-
 def node_scopes(onnx_path) -> dict[str, str]:
     """ONNX node name -> the exporter's module namespace (empty when unknown)."""
     import onnx
@@ -89,7 +77,7 @@ def sta_time_share(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int 
     """
     import onnxruntime as ort
 
-    from .runtime import onnx_session
+    from .runtime.onnxrt import onnx_session
 
     scopes = node_scopes(onnx_path)
     options = ort.SessionOptions()
@@ -119,3 +107,26 @@ def sta_time_share(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int 
             other_us += mean
     total = sta_us + other_us
     return {"sta_us": sta_us, "other_us": other_us, "sta_fraction": sta_us / total if total else 0.0}
+
+
+def trtexec_bench(model_path, *, plugin_libs=()) -> dict:
+    """trtexec's summary for an exported model or engine, with GFLOPs per clip when the export's
+    manifest sits beside it, and a one-paragraph ``table``."""
+    from .export.manifest import manifest_flops, read_manifest
+    from .runtime.trtexec import run_trtexec_bench
+
+    summary = run_trtexec_bench(model_path, plugin_libs=plugin_libs)
+    command = summary["command"]
+    flops_line = ""
+    try:
+        summary["gflops_per_clip"] = manifest_flops(read_manifest(Path(model_path).with_suffix(".onnx"))).gflops
+        flops_line = f"   {summary['gflops_per_clip']:.1f} GFLOPs/clip"
+    except (FileNotFoundError, ValueError):
+        pass
+    gpu = summary["gpu_compute_ms"]
+    summary["table"] = (
+        f"trtexec {' '.join(command[1:])}\n"
+        f"throughput {summary['throughput_qps']:.1f} qps   GPU compute mean {gpu['mean']:.3f} ms, median {gpu['median']:.3f} ms, "
+        f"p99 {gpu.get('p99', float('nan')):.3f} ms{flops_line}"
+    )
+    return summary

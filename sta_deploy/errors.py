@@ -26,3 +26,13 @@ class CheckpointError(StaDeployError):
         self.missing = list(missing)
         self.unexpected = list(unexpected)
         self.mismatched = list(mismatched)
+
+
+def first_line(error: BaseException, limit: int = 300) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none).
+
+    Third-party libraries (protobuf, onnx, onnxruntime, torch, TensorRT) raise multi-line messages;
+    the CLI promises one line, so every wrapper quotes this.
+    """
+    text = str(error).strip()
+    return (text.splitlines()[0] if text else type(error).__name__)[:limit]

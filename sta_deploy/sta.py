@@ -4,7 +4,7 @@ This module is the single PyTorch statement of the algorithm; backbones call :fu
 after the blocks named by :mod:`sta_deploy.schedule`.  The behaviour follows the authors' code
 (github.com/Mark12Ding/STA, ``model_vit.py``) to the letter, token order included, because the
 next stage splits its image-style A/B sets by position in the current order.  See
-``docs/sta_semantics.md`` (and ``../shared/STA_REFERENCE.md``) for the step-by-step description.
+``docs/sta_semantics.md`` for the step-by-step description.
 
 Every function has static output shapes for a fixed ``r``, so the same code exports to ONNX.
 Ties are broken towards the token that comes earlier in the current order (a stable sort),
@@ -21,6 +21,7 @@ import torch
 from torch import Tensor
 
 __all__ = [
+    "STA_SCOPE",
     "stable_smallest_k",
     "sort_positions",
     "normalise_metric",
@@ -33,6 +34,11 @@ __all__ = [
     "sta_stage",
     "StaStage",
 ]
+
+
+# Backbones hold their STA stage modules under this attribute name, so every exported node of STA
+# carries it in its module scope: profilers (bench --profile) and int8 quantization find STA's nodes by it.
+STA_SCOPE = "sta_stages"
 
 
 def stable_smallest_k(scores: Tensor, k: int) -> Tensor:

@@ -1,4 +1,5 @@
-"""Compare an exported model's outputs with the PyTorch reference that the manifest describes."""
+"""Compare a backend's outputs (ONNX Runtime, a TensorRT engine) with the PyTorch reference that the
+export's manifest describes."""
 
 from __future__ import annotations
 
@@ -6,6 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+
+from ._io import sha256_file
+from .runtime.pytorch import run_model
 
 # fp16 graphs keep STA's scores in fp32, but fp16 activations move logits by ~1e-3 and can flip
 # near-tied token choices; these thresholds are what a healthy fp16 export meets on random weights.
@@ -63,6 +67,17 @@ def seeded_clips(count: int, input_shape, seed: int = 0) -> np.ndarray:
     return rng.standard_normal((count, *input_shape), dtype=np.float32)
 
 
+def validation_clips(input_shape, clips: int, inputs, seed: int) -> np.ndarray:
+    """``clips`` seeded random clips followed by the clips of the ``inputs`` .npy file, if given."""
+    input_shape = tuple(input_shape)
+    batches = [seeded_clips(clips, input_shape, seed)] if clips > 0 else []
+    if inputs is not None:
+        batches.append(load_clips(inputs, input_shape))
+    if not batches:
+        raise ValueError("nothing to validate: --clips is 0 and no --inputs given")
+    return np.concatenate(batches)
+
+
 def load_clips(path, input_shape) -> np.ndarray:
     path = Path(path)
     try:
@@ -118,41 +133,8 @@ def compare_outputs(reference_logits, backend_logits, reference_kept=None, backe
     return report
 
 
-def run_reference(model, clips: np.ndarray, with_kept: bool, batch_size: int = 4):
-    import torch
-
-    logits, kept = [], [[], [], []]
-    with torch.no_grad():
-        for start in range(0, len(clips), batch_size):
-            out = model(torch.from_numpy(clips[start : start + batch_size]), return_kept=True)
-            logits.append(out[0].float().numpy())
-            for stage, positions in enumerate(out[1]):
-                kept[stage].append(positions.numpy())
-    return np.concatenate(logits), ([np.concatenate(k) for k in kept] if with_kept else None)
-
-
-def run_onnxruntime(session, manifest: dict, clips: np.ndarray):
-    """Run clips through ``session`` in the exported batch size (padding the last batch)."""
-    batch = None if manifest["dynamic_batch"] else manifest["batch_size"]
-    names = [o.name for o in session.get_outputs()]
-    outputs: dict[str, list] = {name: [] for name in names}
-    step = batch or min(len(clips), 4)
-    for start in range(0, len(clips), step):
-        chunk = clips[start : start + step]
-        real = len(chunk)
-        if batch and real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
-        for name, value in zip(names, session.run(None, {manifest["inputs"][0]["name"]: chunk})):
-            outputs[name].append(value[:real])
-    merged = {name: np.concatenate(values) for name, values in outputs.items()}
-    kept = [np.sort(merged[f"kept_stage{i}"], axis=-1) for i in range(3)] if "kept_stage0" in merged else None
-    return merged["logits"], kept
-
-
 def check_model_file(path, manifest: dict) -> None:
     """The .onnx must be the file the manifest describes (its sha256), not a later edit."""
-    from ._io import sha256_file
-
     expected = manifest.get("onnx_sha256")
     if expected and sha256_file(path) != expected:
         raise ValueError(f"{path} changed since export (sha256 differs from its manifest); re-export it or restore the file")
@@ -160,22 +142,33 @@ def check_model_file(path, manifest: dict) -> None:
 
 def validate_onnx(path, *, checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, session=None, providers=None) -> ValidationReport:
     """Validate ``path`` on ONNX Runtime against the PyTorch model its manifest describes."""
-    from .manifest import read_manifest, rebuild_reference
-    from .runtime import onnx_session
+    from .export.manifest import read_manifest, rebuild_reference
+    from .runtime.onnxrt import onnx_session, run_clips
 
     manifest = read_manifest(path)
     check_model_file(path, manifest)
     model = rebuild_reference(manifest, checkpoint)
-    input_shape = tuple(model.config.input_shape)
-    batches = [seeded_clips(clips, input_shape, seed)] if clips > 0 else []
-    if inputs is not None:
-        batches.append(load_clips(inputs, input_shape))
-    if not batches:
-        raise ValueError("nothing to validate: --clips is 0 and no --inputs given")
-    data = np.concatenate(batches)
+    data = validation_clips(model.config.input_shape, clips, inputs, seed)
     session = session or onnx_session(path, providers=providers)
-    got_logits, got_kept = run_onnxruntime(session, manifest, data)
-    with_kept = got_kept is not None
-    ref_logits, ref_kept = run_reference(model, data, with_kept)
+    got_logits, got_kept = run_clips(session, manifest, data)
+    ref_logits, ref_kept = run_model(model, data, got_kept is not None)
     backend = f"onnxruntime ({session.get_providers()[0]})"
     return compare_outputs(ref_logits, got_logits, ref_kept, got_kept, dtype=manifest["dtype"], backend=backend, tolerances=tolerances)
+
+
+def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=None, seed=0, tolerances=None, plugin_libs=()) -> ValidationReport:
+    """Validate the TensorRT engine ``plan_path`` built from ``onnx_path`` against the PyTorch reference."""
+    from .export.manifest import read_manifest, rebuild_reference
+    from .runtime.batching import kept_outputs, run_in_batches
+    from .runtime.trt import EngineRunner, check_plugin_libs
+
+    manifest = read_manifest(onnx_path)
+    check_plugin_libs(onnx_path, plugin_libs)  # a plugin-mode export's engine cannot load without its library
+    runner = EngineRunner(plan_path, plugin_libs=plugin_libs)  # fails in one line without TensorRT or a GPU
+    model = rebuild_reference(manifest, checkpoint)
+    data = validation_clips(model.config.input_shape, clips, inputs, seed)
+    # A dynamic-batch engine is validated one clip at a time: its profile may not cover larger batches.
+    outputs = run_in_batches(runner.run, data, batch=1 if manifest["dynamic_batch"] else manifest["batch_size"])
+    got_kept = kept_outputs(outputs)
+    ref_logits, ref_kept = run_model(model, data, got_kept is not None)
+    return compare_outputs(ref_logits, outputs["logits"], ref_kept, got_kept, dtype=manifest["dtype"], backend="tensorrt", tolerances=tolerances)

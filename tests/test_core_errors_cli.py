@@ -12,7 +12,7 @@ import torch
 
 from sta_deploy import ConfigError, StaDeployError, count_flops, create_model, list_models
 from sta_deploy.cli import main
-from sta_deploy.registry import get_entry
+from sta_deploy.models.registry import get_entry
 from sta_deploy.cli.app import COMMANDS
 
 TINY = dict(embed_dim=32, depth=3, num_heads=2, img_size=64)  # 16 patches per slice

@@ -10,7 +10,7 @@ import torch
 
 import sta_deploy
 from sta_deploy import create_model, list_models
-from sta_deploy.registry import get_entry
+from sta_deploy.models.registry import get_entry
 
 from _helpers import SMALL, SMALL_NUM_SPATIAL, SMALL_NUM_TEMPORAL, expected_tokens_per_stage, random_video
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import onnx
 import pytest
 
-from sta_deploy.onnx_export import SUPPORTED_OPSETS
-from sta_deploy.recipes import load_recipe, published_recipes
-from sta_deploy.registry import resolve_config
+from sta_deploy.export.onnx_export import SUPPORTED_OPSETS
+from sta_deploy.export.recipes import load_recipe, published_recipes
+from sta_deploy.models.registry import resolve_config
 
 from test_export_helpers import PAPER_R1, TINY, TINY_ARGS, VIT_PRESETS, error_line, listing, run_cli, sha256_of
 

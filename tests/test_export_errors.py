@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import pytest
 
-import sta_deploy.graph_checks
+import sta_deploy.export.graph_checks
 from sta_deploy import create_model
-from sta_deploy.graph_checks import StaticShapeReport
-from sta_deploy.onnx_export import export_onnx
+from sta_deploy.export.graph_checks import StaticShapeReport
+from sta_deploy.export.onnx_export import export_onnx
 
 from test_export_helpers import CLIP_SHAPE, TINY, TINY_ARGS, artifacts, error_line, listing, run_cli
 
@@ -179,7 +179,7 @@ def test_failed_static_check_leaves_nothing(tmp_path, model, monkeypatch):
     def not_static(proto, **kwargs):
         return StaticShapeReport(ok=False, data_dependent=["NonZero:injected"])
 
-    monkeypatch.setattr(sta_deploy.graph_checks, "check_static_shapes", not_static)
+    monkeypatch.setattr(sta_deploy.export.graph_checks, "check_static_shapes", not_static)
     with pytest.raises(RuntimeError, match="exported graph is not static: .*NonZero:injected"):
         export_onnx(model, tmp_path / "x.onnx")
     assert listing(tmp_path) == []  # no model, no manifest, no hidden temp folder
@@ -191,7 +191,7 @@ def test_failed_static_check_cli_keeps_the_previous_export(exported, tmp_path, m
         shutil.copy(folder / name, tmp_path / name)
     before = snapshot(tmp_path)
     monkeypatch.setattr(
-        sta_deploy.graph_checks, "check_static_shapes", lambda proto, **kwargs: StaticShapeReport(ok=False, dynamic_tensors=["t"])
+        sta_deploy.export.graph_checks, "check_static_shapes", lambda proto, **kwargs: StaticShapeReport(ok=False, dynamic_tensors=["t"])
     )
     code, _, err = run_cli(*EXPORT, "--force", "-o", tmp_path / "x.onnx")
     assert code == 1

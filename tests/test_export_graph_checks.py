@@ -1,4 +1,4 @@
-"""sta_deploy.graph_checks.check_static_shapes can fail: hand-built non-static graphs are flagged.
+"""sta_deploy.export.graph_checks.check_static_shapes can fail: hand-built non-static graphs are flagged.
 
 Every graph is also run through the tests' own static-shape check (test_export_helpers), so both
 checkers are shown to tell static graphs from non-static ones.
@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from sta_deploy.graph_checks import check_static_shapes
+from sta_deploy.export.graph_checks import check_static_shapes
 
 from test_export_helpers import static_shape_problems
 

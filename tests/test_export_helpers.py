@@ -1,6 +1,6 @@
 """Helpers shared by the tests/test_export_*.py files (this module holds no tests itself).
 
-The static-shape check here is written independently of :mod:`sta_deploy.graph_checks`: it runs
+The static-shape check here is written independently of :mod:`sta_deploy.export.graph_checks`: it runs
 ONNX shape inference itself and looks at every node output, the forbidden control-flow / dynamic
 ops and TopK's ``k`` directly, so the exporter's own checker is not the only judge of "static".
 """

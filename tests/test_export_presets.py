@@ -19,8 +19,8 @@ import torch
 
 import sta_deploy
 from sta_deploy import create_model
-from sta_deploy.graph_checks import check_static_shapes
-from sta_deploy.onnx_export import DEFAULT_OPSET, export_onnx
+from sta_deploy.export.graph_checks import check_static_shapes
+from sta_deploy.export.onnx_export import DEFAULT_OPSET, export_onnx
 from sta_deploy.validate import TOLERANCES, validate_onnx
 
 from test_export_helpers import (

@@ -13,9 +13,9 @@ import torch
 from onnx import TensorProto
 
 import sta_deploy
-import sta_deploy.onnx_export
+import sta_deploy.export.onnx_export
 from sta_deploy import create_model
-from sta_deploy.onnx_export import export_onnx
+from sta_deploy.export.onnx_export import export_onnx
 from sta_deploy.validate import TOLERANCES, validate_onnx
 
 from test_export_helpers import (
@@ -76,7 +76,7 @@ def external_export(tmp_path_factory):
     folder = tmp_path_factory.mktemp("external")
     model = create_model("vit_s", r1=32, seed=0, **TINY)
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sta_deploy.onnx_export, "EXTERNAL_DATA_THRESHOLD", 1024)
+        patch.setattr(sta_deploy.export.onnx_export, "EXTERNAL_DATA_THRESHOLD", 1024)
         result = export_onnx(model, folder / "x.onnx")
     return model, result
 

@@ -39,8 +39,8 @@ hypothesis = pytest.importorskip("hypothesis")
 from hypothesis import HealthCheck, event, given, settings  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
-from sta_deploy import plugin_ref  # noqa: E402
-from sta_deploy.plugin_ref import (  # noqa: E402
+from sta_deploy.plugin import reference as plugin_ref  # noqa: E402
+from sta_deploy.plugin.reference import (  # noqa: E402
     ReferenceLibraryError,
     load_reference_library,
     select_reference,

@@ -13,8 +13,8 @@ import torch
 
 import sta_deploy
 from sta_deploy.cli import main
-from sta_deploy.onnx_export import export_onnx
-from sta_deploy.plugin_names import PLUGIN_NAMESPACE, PLUGIN_OP_TYPE, PLUGIN_VERSION
+from sta_deploy.export.onnx_export import export_onnx
+from sta_deploy.plugin.names import PLUGIN_NAMESPACE, PLUGIN_OP_TYPE, PLUGIN_VERSION
 from sta_deploy.validate import validate_onnx
 
 pytestmark = [

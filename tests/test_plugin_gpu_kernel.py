@@ -17,8 +17,8 @@ import pytest
 import torch
 
 from _native import nvcc_path
-from sta_deploy import plugin_ref
-from sta_deploy.plugin_ref import load_reference_library, select_reference
+from sta_deploy.plugin import reference as plugin_ref
+from sta_deploy.plugin.reference import load_reference_library, select_reference
 
 if not torch.cuda.is_available():
     pytest.skip("no CUDA device: the kernel check waits for a GPU machine", allow_module_level=True)

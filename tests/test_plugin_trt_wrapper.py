@@ -30,8 +30,8 @@ from pathlib import Path
 import pytest
 
 import sta_deploy
-from sta_deploy import plugin_ref
-from sta_deploy.onnx_export import export_onnx
+from sta_deploy.plugin import reference as plugin_ref
+from sta_deploy.export.onnx_export import export_onnx
 
 from _helpers import expected_tokens_per_stage
 from _native import HAS_RTX, NO_RTX, headers_major, nvcc_path, tensorrt_root
@@ -113,7 +113,7 @@ def vit_s_r48_plugin(request, tmp_path_factory):
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
 def test_tensorrt_rtx_parses_and_builds_plugin_export(wrapper_build, vit_s_r48_plugin):
     """TensorRT's own parser and builder drive the plugin: the output shapes are the plugin's getOutputShapes."""
-    from sta_deploy.trt_parse import parse_check
+    from sta_deploy.runtime.trt_parse import parse_check
 
     # A --dynamic-batch export is built for batches 1..4: configurePlugin sees that range.
     batch = -1 if "dynamic" in vit_s_r48_plugin.name else 1
@@ -141,7 +141,7 @@ def test_static_registration_reaches_tensorrt_rtx_registry(wrapper_build, vit_s_
     import tensorrt_rtx_libs
 
     real = sorted(Path(tensorrt_rtx_libs.__file__).parent.glob("libtensorrt_rtx.so.*"))[0]
-    (tmp_path / "libtensorrt_rtx.so").symlink_to(real)  # see sta_deploy/trt_parse.py for why
+    (tmp_path / "libtensorrt_rtx.so").symlink_to(real)  # see sta_deploy/runtime/trt_parse.py for why
     script = f"""
 import ctypes, os
 import tensorrt_rtx as trt

@@ -24,20 +24,16 @@ import pytest
 import torch
 
 import sta_deploy
-from sta_deploy.graph_checks import check_static_shapes
-from sta_deploy.manifest import read_manifest, rebuild_reference
-from sta_deploy.onnx_export import export_onnx
-from sta_deploy.registry import get_entry
-from sta_deploy.runtime import onnx_session
+from sta_deploy.export.graph_checks import check_static_shapes
+from sta_deploy.export.manifest import read_manifest, rebuild_reference
+from sta_deploy.export.onnx_export import export_onnx
+from sta_deploy.models.registry import get_entry
+from sta_deploy.runtime.onnxrt import onnx_session
 from sta_deploy.validate import TOLERANCES, validate_onnx
 
 from _native import HAS_RTX, NO_RTX
 from test_export_helpers import constant_values, error_line, run_cli, static_shape_problems, symbolic_dims
 
-if "swin_t" not in sta_deploy.list_models():  # pragma: no cover - the registry adds Swin on import
-    from sta_deploy.models.swin import register
-
-    register()
 
 TRT_TOPK_LIMIT = 3840  # TensorRT's largest TopK k
 FP32 = TOLERANCES["fp32"]  # the ViT thresholds: max |diff| 1e-4, cosine 0.99999, top-1 100%, kept 100%
@@ -286,7 +282,7 @@ def test_dynamic_batch_runs_with_batch_1_and_3(exports, batch):
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
 def test_tensorrt_rtx_parses_and_builds_a_small_pruned_swin(exports):
-    from sta_deploy.trt_parse import parse_check
+    from sta_deploy.runtime.trt_parse import parse_check
 
     exported = exports(CASES[0])
     schedule = exported.model.schedule
@@ -299,7 +295,7 @@ def test_tensorrt_rtx_parses_and_builds_a_small_pruned_swin(exports):
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
 def test_tensorrt_rtx_parses_and_builds_the_dynamic_batch_swin(exports):
-    from sta_deploy.trt_parse import parse_check
+    from sta_deploy.runtime.trt_parse import parse_check
 
     exported = exports(CASES[1])
     report = parse_check(exported.path, batch_profile=(1, 2, 3))  # built for batches 1..3
@@ -362,7 +358,7 @@ def test_full_size_swin_t_r256_export_and_validate(tmp_path):
     assert data["kept"] == [1.0, 1.0, 1.0] and data["kept_exact"] == [1.0, 1.0, 1.0]
 
     if HAS_RTX:  # TensorRT's parser accepts the full-size graph (building an engine on CPU is too slow for CI)
-        from sta_deploy.trt_parse import parse_check
+        from sta_deploy.runtime.trt_parse import parse_check
 
         report = parse_check(path, build=False)
         assert {o["name"]: o["shape"] for o in report.outputs}["kept_stage0"] == [1, 8448]

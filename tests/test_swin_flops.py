@@ -10,12 +10,8 @@ import torch
 from click.testing import CliRunner
 
 import sta_deploy
-from sta_deploy.flops import count_flops
+from sta_deploy.models.flops import count_flops
 
-if "swin_t" not in sta_deploy.list_models():
-    from sta_deploy.models.swin import register
-
-    register()
 
 from sta_deploy.models.swin import SwinConfig, VideoSwin  # noqa: E402
 from sta_deploy.models.swin_flops import swin_flops  # noqa: E402

@@ -14,17 +14,13 @@ import torch
 
 import sta_deploy
 from sta_deploy import CheckpointError, ConfigError
-from sta_deploy.registry import get_entry
+from sta_deploy.models.registry import get_entry
 
-if "swin_t" not in sta_deploy.list_models():
-    from sta_deploy.models.swin import register
-
-    register()
 
 from sta_deploy.models.swin import SwinConfig, VideoSwin  # noqa: E402
-from sta_deploy.swin_checkpoints import (  # noqa: E402
+from sta_deploy.models.swin_checkpoints import (  # noqa: E402
     implied_architecture,
-    load_swin_into_model,
+    load_swin_checkpoint,
     read_swin_checkpoint,
 )
 
@@ -99,7 +95,7 @@ def test_create_model_loads_torchvision_checkpoint(io):
 @pytest.mark.parametrize("path, layout", [(TV_FILE, "torchvision"), (MM_FILE, "mmaction")])
 def test_loader_parity_both_layouts(io, path, layout):
     overrides = {k: v for k, v in io["overrides"].items() if k != "num_classes"}  # comes from the head
-    model = load_swin_into_model(get_entry("swin_t"), path, r1=0, overrides=overrides)
+    model = load_swin_checkpoint(get_entry("swin_t"), path, r1=0, overrides=overrides)
     assert model.checkpoint_layout == layout
     assert model.config.num_classes == io["overrides"]["num_classes"]
     torch.testing.assert_close(_forward(model, io["video"].float()), io["logits32"], atol=1e-4, rtol=0)
@@ -133,19 +129,19 @@ def test_strict_errors(io, tmp_path):
     broken["features.2.1.extra"] = torch.zeros(1)
     torch.save(broken, tmp_path / "broken.pt")
     with pytest.raises(CheckpointError) as info:
-        load_swin_into_model(entry, tmp_path / "broken.pt", r1=0, overrides=overrides)
+        load_swin_checkpoint(entry, tmp_path / "broken.pt", r1=0, overrides=overrides)
     assert info.value.missing == ["features.2.1.mlp.3.bias"]
     assert info.value.unexpected == ["features.2.1.extra"]
     # The wrong window (the preset's 8x7x7) is named in the message.
     wrong = {**overrides, "window_size": (8, 7, 7)}
     with pytest.raises(CheckpointError, match=r"window_size=\(2, 3, 3\)") as info:
-        load_swin_into_model(entry, TV_FILE, r1=0, overrides=wrong)
+        load_swin_checkpoint(entry, TV_FILE, r1=0, overrides=wrong)
     assert info.value.mismatched
     with pytest.raises(CheckpointError, match=r"embed_dim=6"):
-        load_swin_into_model(entry, MM_FILE, r1=0, overrides={**overrides, "embed_dim": 12, "num_heads": (1, 2, 2, 4)})
+        load_swin_checkpoint(entry, MM_FILE, r1=0, overrides={**overrides, "embed_dim": 12, "num_heads": (1, 2, 2, 4)})
     torch.save({"blocks.0.norm1.weight": torch.ones(3), "head.weight": torch.ones(2, 3)}, tmp_path / "vit.pt")
     with pytest.raises(CheckpointError, match="not a Video Swin checkpoint"):
-        load_swin_into_model(entry, tmp_path / "vit.pt", r1=0, overrides=overrides)
+        load_swin_checkpoint(entry, tmp_path / "vit.pt", r1=0, overrides=overrides)
 
 
 def test_index_buffers_filled_or_refused(io, tmp_path):
@@ -153,24 +149,24 @@ def test_index_buffers_filled_or_refused(io, tmp_path):
     state = torch.load(TV_FILE, weights_only=True)
     without = {k: v for k, v in state.items() if not k.endswith("relative_position_index")}
     torch.save(without, tmp_path / "noindex.pt")
-    model = load_swin_into_model(entry, tmp_path / "noindex.pt", r1=0, overrides=io["overrides"])
+    model = load_swin_checkpoint(entry, tmp_path / "noindex.pt", r1=0, overrides=io["overrides"])
     torch.testing.assert_close(_forward(model, io["video"].float()), io["logits32"], atol=1e-4, rtol=0)
     odd = dict(state)
     odd["features.0.0.attn.relative_position_index"] = state["features.0.0.attn.relative_position_index"].flip(0)
     torch.save(odd, tmp_path / "odd.pt")
     with pytest.raises(CheckpointError, match="relative-position convention"):
-        load_swin_into_model(entry, tmp_path / "odd.pt", r1=0, overrides=io["overrides"])
+        load_swin_checkpoint(entry, tmp_path / "odd.pt", r1=0, overrides=io["overrides"])
 
 
 def test_save_checkpoint_round_trip(io, tmp_path):
-    model = load_swin_into_model(get_entry("swin_t"), TV_FILE, r1=8, overrides=io["overrides"])
+    model = load_swin_checkpoint(get_entry("swin_t"), TV_FILE, r1=8, overrides=io["overrides"])
     path = sta_deploy.save_checkpoint(model, tmp_path / "ours.pt")
-    again = load_swin_into_model(get_entry("swin_t"), path, r1=8, overrides={})
+    again = load_swin_checkpoint(get_entry("swin_t"), path, r1=8, overrides={})
     assert again.checkpoint_layout == "sta_deploy" and again.config == model.config
     video = io["video"].float()
     torch.testing.assert_close(_forward(again, video), _forward(model, video), atol=0, rtol=0)
     with pytest.raises(CheckpointError, match="saved from swin_t"):
-        load_swin_into_model(get_entry("swin_s"), path, r1=0, overrides={})
+        load_swin_checkpoint(get_entry("swin_s"), path, r1=0, overrides={})
 
 
 def test_pruned_model_exports_to_onnx(io, tmp_path):
@@ -178,7 +174,7 @@ def test_pruned_model_exports_to_onnx(io, tmp_path):
     ort = pytest.importorskip("onnxruntime")
     import warnings
 
-    model = load_swin_into_model(get_entry("swin_t"), TV_FILE, r1=16, overrides=io["overrides"])
+    model = load_swin_checkpoint(get_entry("swin_t"), TV_FILE, r1=16, overrides=io["overrides"])
     video = io["video"].float()
     path = tmp_path / "swin_small.onnx"
     with warnings.catch_warnings():
@@ -196,5 +192,5 @@ def test_mmaction2_v1_final_norm_name(io, tmp_path):
     state["backbone.norm3.weight"] = state.pop("backbone.norm.weight")
     state["backbone.norm3.bias"] = state.pop("backbone.norm.bias")
     torch.save(checkpoint, tmp_path / "mmaction2_v1.pth")
-    model = load_swin_into_model(get_entry("swin_t"), tmp_path / "mmaction2_v1.pth", r1=0, overrides=io["overrides"])
+    model = load_swin_checkpoint(get_entry("swin_t"), tmp_path / "mmaction2_v1.pth", r1=0, overrides=io["overrides"])
     torch.testing.assert_close(_forward(model, io["video"].float()), io["logits32"], atol=1e-4, rtol=0)

@@ -18,10 +18,6 @@ import torch.nn.functional as F
 import sta_deploy
 from sta_deploy import ConfigError
 
-if "swin_t" not in sta_deploy.list_models():
-    from sta_deploy.models.swin import register
-
-    register()
 
 from sta_deploy.models.swin import SwinConfig, VideoSwin, stage_drops  # noqa: E402
 from sta_deploy.models.swin_geometry import nearest_kept, window_geometry, window_slot_tables  # noqa: E402
@@ -111,7 +107,7 @@ def reference_forward(model, video):
             x = torch.stack([x[b, fill[b]] for b in range(batch)])
         x = model.features[2 * stage + 1](x, grid)
         if model.schedule.enabled:
-            kept, fill, x = model.sta_select(x, stage)
+            kept, fill, x = model.sta_stages[stage](x)
     return model.head(model.norm(x).mean(1))
 
 

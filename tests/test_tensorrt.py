@@ -10,8 +10,8 @@ import torch
 
 import sta_deploy
 from sta_deploy.cli import main
-from sta_deploy.onnx_export import export_onnx
-from sta_deploy.trtexec import parse_summary
+from sta_deploy.export.onnx_export import export_onnx
+from sta_deploy.runtime.trtexec import parse_summary
 
 from _native import HAS_RTX, NO_RTX
 
@@ -30,7 +30,7 @@ def vit_s_r48(tmp_path_factory):
 
 @pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
 def test_tensorrt_rtx_parses_and_builds_vit_s_r48(vit_s_r48):
-    from sta_deploy.trt_parse import parse_check
+    from sta_deploy.runtime.trt_parse import parse_check
 
     report = parse_check(vit_s_r48)
     assert report.flavour == "tensorrt_rtx"
@@ -53,7 +53,7 @@ def test_tensorrt_rtx_rejects_a_broken_graph(tmp_path):
     import onnx
     from onnx import TensorProto, helper
 
-    from sta_deploy.trt_parse import parse_check
+    from sta_deploy.runtime.trt_parse import parse_check
 
     node = helper.make_node("NoSuchOperator", ["x"], ["y"])
     graph = helper.make_graph([node], "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])], [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])])
@@ -107,8 +107,8 @@ def test_gpu_commands_fail_in_one_line_without_tensorrt_or_gpu(argv, vit_s_r48, 
 
 @pytest.mark.skipif(not (HAS_TRT and HAS_GPU), reason=NO_GPU_TRT)
 def test_engine_build_and_validate_on_gpu(vit_s_r48, tmp_path):
-    from sta_deploy.tensorrt_backend import build_engine
-    from sta_deploy.trt_validate import validate_engine
+    from sta_deploy.runtime.trt import build_engine
+    from sta_deploy.validate import validate_engine
 
     plan = build_engine(vit_s_r48, tmp_path / "vit_s_r48.plan")
     report = validate_engine(vit_s_r48, plan, clips=2)
@@ -158,7 +158,7 @@ def test_child_process_parse_check_matches_in_process(tmp_path):
     from onnx import TensorProto, helper
 
     from _helpers import SMALL
-    from sta_deploy.trt_parse import _parse_check_in_child, parse_check
+    from sta_deploy.runtime.trt_parse import _parse_check_in_child, parse_check
 
     path = tmp_path / "tiny.onnx"
     export_onnx(sta_deploy.create_model("vit_s", r1=4, seed=0, **SMALL), path, with_kept=True)
@@ -181,7 +181,7 @@ def test_build_engine_code_paths_run_against_tensorrt_rtx(tmp_path, monkeypatch)
     import tensorrt_rtx
 
     from _helpers import SMALL
-    from sta_deploy import tensorrt_backend
+    from sta_deploy.runtime import trt as tensorrt_backend
 
     monkeypatch.setattr(tensorrt_backend, "import_tensorrt", lambda prefer=(): tensorrt_rtx)
     monkeypatch.setattr(tensorrt_backend, "require_gpu", lambda: None)

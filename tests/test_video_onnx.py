@@ -26,7 +26,7 @@ def _one_thread(one_torch_thread):
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
     """A seeded tiny ViT at r1=4, static batch 2 (so 3 views need a padded second batch), with kept outputs."""
-    from sta_deploy.onnx_export import export_onnx
+    from sta_deploy.export.onnx_export import export_onnx
 
     folder = tmp_path_factory.mktemp("onnx")
     model = create_model("vit_s", r1=R1, seed=0, **TINY)

@@ -27,14 +27,14 @@ def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_t
     if not Path(model_path).is_file():
         raise click.BadParameter(f"{model_path} does not exist", param_hint="MODEL_PATH")
     if use_trtexec:
-        from ..trtexec import run_trtexec_bench
+        from ..bench import trtexec_bench
 
-        result = run_trtexec_bench(model_path, plugin_libs=plugin_libs)
+        result = trtexec_bench(model_path, plugin_libs=plugin_libs)
         click.echo(json.dumps(result, indent=2) if as_json else result["table"])
         return
     from ..bench import sta_time_share, time_session
-    from ..manifest import manifest_flops, read_manifest
-    from ..runtime import onnx_session
+    from ..export.manifest import manifest_flops, read_manifest
+    from ..runtime.onnxrt import onnx_session
     from ..validate import seeded_clips
 
     manifest = read_manifest(model_path)

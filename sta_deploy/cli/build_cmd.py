@@ -21,8 +21,8 @@ def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_
     """Build a TensorRT engine from ONNX_PATH with the TensorRT Python API."""
     from pathlib import Path
 
-    from ..tensorrt_backend import build_engine
-    from ..trt_parse import parse_check
+    from ..runtime.trt import build_engine
+    from ..runtime.trt_parse import parse_check
 
     if not Path(onnx_path).is_file():
         raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")

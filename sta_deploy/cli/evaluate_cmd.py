@@ -7,7 +7,7 @@ from pathlib import Path
 
 import click
 
-from ..video.cli_options import onnx_option, parse_r1_list, sampling_options, warn_random
+from .video_options import onnx_option, parse_r1_list, sampling_options, warn_random
 from .options import arch_options, checkpoint_option, json_option
 
 
@@ -80,12 +80,12 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
 
 
 def _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads):
-    from ..video.cli_options import set_torch_threads
+    from .video_options import set_torch_threads
 
     set_torch_threads(threads)
     if onnx_paths:
         from ..video.backends import OnnxBackend
-        from ..video.cli_options import check_against_manifest
+        from .video_options import check_against_manifest
 
         backends = [OnnxBackend(path, checkpoint=checkpoint, threads=threads) for path in onnx_paths]
         for backend in backends:

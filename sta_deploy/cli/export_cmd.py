@@ -47,11 +47,11 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
       sta-deploy export --recipe export/vit_b_r48.toml --checkpoint vit_b_k400.pth
       sta-deploy export --model vit_s --r1 64 --dtype fp16 --dynamic-batch -o vit_s.onnx
     """
-    from ..registry import create_model
+    from ..models.registry import create_model
 
     values = dict(model_name=model_name, r1=r1, dtype=dtype, opset=opset, batch=batch, dynamic_batch=dynamic_batch, with_kept=with_kept, output=output, sta_impl=sta_impl)
     if recipe is not None:
-        from ..recipes import load_recipe
+        from ..export.recipes import load_recipe
 
         loaded = load_recipe(recipe)
         for param, key in RECIPE_FIELDS.items():
@@ -66,7 +66,7 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
 
     from pathlib import Path
 
-    from ..manifest import manifest_path
+    from ..export.manifest import manifest_path
 
     if not force:
         for existing in (Path(output), manifest_path(output)):
@@ -75,7 +75,7 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
     model = create_model(values["model_name"], r1=values["r1"], checkpoint=checkpoint, seed=seed, **overrides)
     if checkpoint is None:
         click.echo(RANDOM_WEIGHTS_WARNING.format(name=values["model_name"]), err=True)
-    from ..onnx_export import export_onnx
+    from ..export.onnx_export import export_onnx
 
     click.echo(f"exporting {values['model_name']} r1={values['r1']} {model.schedule.describe()} ({values['dtype']}, {values['sta_impl']}) -> {output}")
     result = export_onnx(

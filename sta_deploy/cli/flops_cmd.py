@@ -19,7 +19,7 @@ def flops(model_name, r1, overrides, as_json):
     'gflops' is the model without STA's own cost; 'sta_gflops' is STA's similarity and
     transition products.  Reproduces the paper's Table 2.
     """
-    from ..flops import count_flops
+    from ..models.flops import count_flops
 
     report = count_flops(model_name, r1, **overrides)
     if as_json:

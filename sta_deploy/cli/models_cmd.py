@@ -16,8 +16,8 @@ def models(as_json):
 
     ViT: r1 = 0/32/48/64 (16x224^2 clips); Video Swin: r1 = 0/192/256/320 (32x224^2 clips).
     """
-    from ..flops import count_flops
-    from ..registry import get_entry, list_models
+    from ..models.flops import count_flops
+    from ..models.registry import get_entry, list_models
 
     rows = []
     for name in list_models():

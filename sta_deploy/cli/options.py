@@ -20,7 +20,8 @@ def _int_list(ctx, param, value):
     return parts[0] if len(parts) == 1 and param.name == "num_heads" else parts
 
 
-def _apply(func, options):
+def apply_options(func, options):
+    """Decorate ``func`` with ``options`` in the order they are listed (the order --help shows)."""
     for option in reversed(options):
         func = option(func)
     return func
@@ -28,7 +29,7 @@ def _apply(func, options):
 
 def arch_options(func):
     """Architecture overrides, collected into one ``overrides`` dict argument."""
-    func = _apply(
+    func = apply_options(
         func,
         [
             click.option("--embed-dim", type=int, default=None, help="Override the preset's embedding width."),
@@ -53,7 +54,7 @@ def arch_options(func):
 
 def model_name_options(func):
     """--model and --r1."""
-    return _apply(
+    return apply_options(
         func,
         [
             click.option("--model", "-m", "model_name", default="vit_b", show_default=True, help="Registry name (see 'sta-deploy models')."),
@@ -83,13 +84,3 @@ def json_option(func):
 RANDOM_WEIGHTS_WARNING = (
     "warning: no --checkpoint given: {name} uses random weights (shapes, speed and parity are real, predictions are not)"
 )
-
-
-def build_model(model_name: str, r1: int, checkpoint, overrides: dict):
-    """create_model with the CLI's warning for random weights."""
-    from ..registry import create_model
-
-    model = create_model(model_name, r1=r1, checkpoint=checkpoint, **overrides)
-    if checkpoint is None:
-        click.echo(RANDOM_WEIGHTS_WARNING.format(name=model_name), err=True)
-    return model

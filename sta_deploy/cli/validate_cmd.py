@@ -31,7 +31,7 @@ def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine,
         raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
     tolerances = {"max_abs": atol, "kept": min_kept}
     if engine is not None:
-        from ..trt_validate import validate_engine
+        from ..validate import validate_engine
 
         report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, plugin_libs=plugin_libs)
     else:

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..video.cli_options import onnx_option, sampling_options, single_backend
+from .video_options import onnx_option, sampling_options, single_backend
 from .options import json_option, model_options
 
 

@@ -3,7 +3,7 @@
 Module and parameter names follow torchvision's ``swin3d_t/s/b`` (``features.{2s}.{j}`` blocks,
 ``features.{2s+1}`` patch mergings, ``mlp.0``/``mlp.3``), so its state dicts load without
 renaming; the original Video Swin / mmaction2 layout is converted by
-:mod:`sta_deploy.swin_checkpoints`.  The arithmetic is the reference's exactly (window clamping,
+:mod:`.swin_checkpoints`.  The arithmetic is the reference's exactly (window clamping,
 zero padding after ``norm1``, cyclic shift with the -100 mask, relative position bias, patch
 merging order x(0,0), x(1,0), x(0,1), x(1,1)); see :mod:`.swin_geometry`.
 
@@ -37,7 +37,7 @@ tensors and sorts go through :func:`sta_deploy.sta.stable_smallest_k`, so the fo
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,9 @@ from ..errors import ConfigError
 from ..schedule import StaSchedule
 from ..sta import normalise_metric, select_kept, semantic_score, stable_smallest_k
 from ._common import StaBackbone
+from .registry import ModelEntry, register_model
+from .swin_checkpoints import load_swin_checkpoint
+from .swin_flops import swin_flops
 from .swin_geometry import nearest_kept, relative_position_index, shift_mask, window_geometry, window_slot_tables
 
 STAGE_DIRECTIONS = ("forward", "backward", "forward")
@@ -132,8 +135,6 @@ class SwinConfig:
     def as_dict(self) -> dict:
         return asdict(self)
 
-    def with_overrides(self, **overrides) -> "SwinConfig":
-        return replace(self, **overrides)
 
 
 @dataclass(frozen=True)
@@ -339,6 +340,40 @@ class PatchMerging(nn.Module):
         return self.reduction(self.norm(x.flatten(1, 3)))
 
 
+class SwinStaStage(nn.Module):
+    """One STA stage on a full grid of merged tokens (B, N, C): every temporal slice is a group.
+
+    ``forward(x)`` returns ``(kept, fill, kept_x)``: ``kept`` (B, K) ascending grid positions;
+    ``fill`` (B, N) for every grid position the index (into ``kept``) of its nearest kept token;
+    ``kept_x`` (B, K, C).  Parameterless, like :class:`sta_deploy.sta.StaStage`.
+    """
+
+    def __init__(self, slices: int, group_size: int, r: int, backward: bool, width: int):
+        super().__init__()
+        self.slices = slices
+        self.group_size = group_size
+        self.r = r
+        self.backward = backward
+        self.width = width
+
+    def extra_repr(self) -> str:
+        return f"slices={self.slices}, group_size={self.group_size}, r={self.r}, direction={'backward' if self.backward else 'forward'}"
+
+    def forward(self, x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        batch, _, channels = x.shape
+        slices, n, r = self.slices, self.group_size, self.r
+        x_groups = x.reshape(batch, slices, n, channels)
+        metric = normalise_metric(x_groups)
+        kept_in_slice = select_kept(metric, semantic_score(x_groups), r, self.backward)
+        keep = n - r
+        order = stable_smallest_k(kept_in_slice.to(torch.float32), keep)  # raster order within each slice
+        kept_in_slice = kept_in_slice.gather(-1, order)
+        offsets = torch.arange(slices, device=x.device).view(1, slices, 1)
+        kept = (kept_in_slice + offsets * n).reshape(batch, slices * keep)
+        fill = (nearest_kept(kept_in_slice, n // self.width, self.width) + offsets * keep).reshape(batch, slices * n)
+        return kept, fill, _take(x, kept)
+
+
 # ----------------------------------------------------------------------------- model
 class VideoSwin(StaBackbone):
     """Video Swin classifier; ``r1 > 0`` enables STA at the inputs of stages 2, 3 and 4.
@@ -368,6 +403,11 @@ class VideoSwin(StaBackbone):
             if stage < config.num_stages - 1:
                 features.append(PatchMerging(dim, config.norm_eps))
         self.features = nn.ModuleList(features)
+        schedule = self.schedule
+        self.set_sta_stages(
+            SwinStaStage(schedule.groups[s], schedule.group_sizes[s], schedule.rs[s], schedule.directions[s] == "backward", grids[s + 1][2])
+            for s in range(min(3, config.num_stages - 1))
+        )
         self.norm = nn.LayerNorm(config.stage_dim(config.num_stages - 1), eps=config.norm_eps)
         self.head = nn.Linear(config.stage_dim(config.num_stages - 1), config.num_classes)
         self._init_weights()
@@ -378,36 +418,6 @@ class VideoSwin(StaBackbone):
         for module in self.modules():
             if isinstance(module, WindowAttention3d):
                 nn.init.trunc_normal_(module.relative_position_bias_table, std=0.02)
-
-    def check_input(self, video: Tensor) -> None:
-        expected = self.config.input_shape
-        if video.dim() != 5 or tuple(video.shape[1:]) != expected:
-            raise ConfigError(
-                f"{self.name} expects input of shape (B, {', '.join(map(str, expected))}) = (batch, channels, frames, height, width), "
-                f"got {tuple(video.shape)}"
-            )
-
-    def sta_select(self, x: Tensor, stage: int) -> tuple[Tensor, Tensor, Tensor]:
-        """One STA stage on a full grid of merged tokens ``x`` (B, N, C) of Swin stage ``stage + 1``.
-
-        Returns ``(kept, fill, kept_x)``: ``kept`` (B, K) ascending grid positions; ``fill``
-        (B, N) for every grid position the index (into ``kept``) of its nearest kept token;
-        ``kept_x`` (B, K, C).
-        """
-        schedule = self.schedule
-        batch, _, channels = x.shape
-        slices, n, r = schedule.groups[stage], schedule.group_sizes[stage], schedule.rs[stage]
-        _, _, width = self.config.grids[stage + 1]
-        x_groups = x.reshape(batch, slices, n, channels)
-        metric = normalise_metric(x_groups)
-        kept_in_slice = select_kept(metric, semantic_score(x_groups), r, schedule.directions[stage] == "backward")
-        keep = n - r
-        order = stable_smallest_k(kept_in_slice.to(torch.float32), keep)  # raster order within each slice
-        kept_in_slice = kept_in_slice.gather(-1, order)
-        offsets = torch.arange(slices, device=x.device).view(1, slices, 1)
-        kept = (kept_in_slice + offsets * n).reshape(batch, slices * keep)
-        fill = (nearest_kept(kept_in_slice, n // width, width) + offsets * keep).reshape(batch, slices * n)
-        return kept, fill, _take(x, kept)
 
     def forward(self, video: Tensor, return_kept: bool = False):
         self.check_input(video)
@@ -433,7 +443,7 @@ class VideoSwin(StaBackbone):
                 x = _take(x, fill)  # refill the grid with the nearest kept tokens before merging
             x = self.features[2 * stage + 1](x, grids[stage])
             if schedule.enabled and stage < 3:
-                kept, fill, x = self.sta_select(x, stage)
+                kept, fill, x = self.sta_stages[stage](x)
                 kept_record.append(kept)
             else:
                 fill = None
@@ -452,17 +462,9 @@ PRESETS = (
 )
 
 
-def build_swin(config, *, r1=0, name=None):
+def build_swin(config: SwinConfig, *, r1: int = 0, name: str | None = None) -> VideoSwin:
     return VideoSwin(config, r1=r1, name=name)
 
 
-def register() -> None:
-    """Add swin_t/s/b to the model registry and the Swin FLOPs counter (idempotent)."""
-    from ..flops import register_flops_counter
-    from ..registry import ModelEntry, list_models, register_model
-    from .swin_flops import swin_flops
-
-    for name, description, config in PRESETS:
-        if name not in list_models():
-            register_model(ModelEntry(name, description, config, build_swin, paper_r1=(0, 192, 256, 320)))
-    register_flops_counter("swin", swin_flops)
+for _name, _description, _config in PRESETS:
+    register_model(ModelEntry(_name, _description, _config, build_swin, load_swin_checkpoint, swin_flops, paper_r1=(0, 192, 256, 320)))

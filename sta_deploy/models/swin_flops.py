@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import math
 
-from ..flops import LAYER_NORM_FLOPS_PER_ELEMENT as LN
-from ..flops import FlopsReport, sta_stage_flops
+from .flops import LAYER_NORM_FLOPS_PER_ELEMENT as LN
+from .flops import FlopsReport, sta_stage_flops
 from .swin_geometry import window_geometry
 
 def swin_params(config) -> int:

@@ -8,7 +8,7 @@ attention fusion recognises the pattern.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -19,6 +19,9 @@ from ..errors import ConfigError
 from ..schedule import StaSchedule, vit_schedule
 from ..sta import StaStage, sort_positions
 from ._common import StaBackbone
+from .registry import ModelEntry, register_model
+from .vit_checkpoints import load_vit_checkpoint
+from .vit_flops import vit_flops
 
 
 @dataclass(frozen=True)
@@ -74,9 +77,6 @@ class VitConfig:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-    def with_overrides(self, **overrides) -> "VitConfig":
-        return replace(self, **overrides)
 
 
 def sinusoid_position_table(num_positions: int, dim: int) -> Tensor:
@@ -169,10 +169,9 @@ class VideoViT(StaBackbone):
         )
         self.blocks = nn.ModuleList(Block(config) for _ in range(config.depth))
         schedule = self.schedule
-        # Parameterless: the state dict is the same with and without STA.
-        self.sta_stages = nn.ModuleList(
+        self.set_sta_stages(
             StaStage(groups, schedule.r1, direction == "backward") for groups, direction in zip(schedule.groups, schedule.directions)
-        ) if schedule.enabled else nn.ModuleList()
+        )
         self.fc_norm = nn.LayerNorm(config.embed_dim, eps=config.fc_norm_eps)
         self.head = nn.Linear(config.embed_dim, config.num_classes)
         self._init_weights()
@@ -183,14 +182,6 @@ class VideoViT(StaBackbone):
         for block in self.blocks:
             nn.init.trunc_normal_(block.attn.q_bias, std=0.02)
             nn.init.trunc_normal_(block.attn.v_bias, std=0.02)
-
-    def check_input(self, video: Tensor) -> None:
-        expected = self.config.input_shape
-        if video.dim() != 5 or tuple(video.shape[1:]) != expected:
-            raise ConfigError(
-                f"{self.name} expects input of shape (B, {', '.join(map(str, expected))}) = (batch, channels, frames, height, width), "
-                f"got {tuple(video.shape)}"
-            )
 
     def forward(self, video: Tensor, return_kept: bool = False):
         self.check_input(video)
@@ -214,3 +205,20 @@ class VideoViT(StaBackbone):
         if not schedule.enabled:
             kept = [positions.clone() for _ in range(3)]
         return logits, kept
+
+
+# ----------------------------------------------------------------------------- registry
+PRESETS = (
+    ("vit_s", "VideoMAE ViT-S/16, 16x224^2", VitConfig(embed_dim=384, depth=12, num_heads=6)),
+    ("vit_b", "VideoMAE ViT-B/16, 16x224^2", VitConfig(embed_dim=768, depth=12, num_heads=12)),
+    ("vit_l", "VideoMAE ViT-L/16, 16x224^2", VitConfig(embed_dim=1024, depth=24, num_heads=16)),
+    ("vit_h", "VideoMAE ViT-H/16, 16x224^2", VitConfig(embed_dim=1280, depth=32, num_heads=16)),
+)
+
+
+def build_vit(config: VitConfig, *, r1: int = 0, name: str | None = None) -> VideoViT:
+    return VideoViT(config, r1=r1, name=name)
+
+
+for _name, _description, _config in PRESETS:
+    register_model(ModelEntry(_name, _description, _config, build_vit, load_vit_checkpoint, vit_flops, paper_r1=(0, 32, 48, 64)))

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
+from ..runtime.onnxrt import run_clips
+from ..runtime.pytorch import run_model
 
 
 class Backend:
@@ -34,7 +36,7 @@ class Backend:
     @property
     def gflops(self) -> float:
         """GFLOPs of one view (fvcore convention, STA's own products included)."""
-        from ..flops import count_flops
+        from ..models.flops import count_flops
 
         return count_flops(self.model_name, self.r1, **self.config.as_dict()).total_gflops
 
@@ -65,27 +67,16 @@ class TorchBackend(Backend):
         self.batch_size = batch_size
 
     def _run(self, clips, with_kept):
-        import torch
-
-        logits, kept = [], [[], [], []]
-        with torch.no_grad():
-            for start in range(0, len(clips), self.batch_size):
-                out = self.model(torch.from_numpy(clips[start : start + self.batch_size]), return_kept=with_kept)
-                if with_kept:
-                    out, positions = out
-                    for stage, value in enumerate(positions):
-                        kept[stage].append(value.numpy())
-                logits.append(out.float().numpy())
-        return np.concatenate(logits), ([np.concatenate(k) for k in kept] if with_kept else None)
+        return run_model(self.model, clips, with_kept, batch_size=self.batch_size)
 
 
 class OnnxBackend(Backend):
     kind = "onnxruntime"
 
     def __init__(self, path, *, providers=None, threads=None, checkpoint=None):
-        from ..manifest import manifest_config, read_manifest
-        from ..registry import resolve_config
-        from ..runtime import onnx_session
+        from ..export.manifest import manifest_config, read_manifest
+        from ..models.registry import resolve_config
+        from ..runtime.onnxrt import onnx_session
 
         self.path = Path(path)
         self.manifest = read_manifest(path)
@@ -108,16 +99,14 @@ class OnnxBackend(Backend):
         return None if self.manifest["dynamic_batch"] else self.manifest["batch_size"]
 
     def _run(self, clips, with_kept):
-        from ..validate import run_onnxruntime
-
         if with_kept and not self.has_kept:
             raise ConfigError(f"{self.path} has no kept_stage outputs; export it with --with-kept to see the kept tokens")
-        logits, kept = run_onnxruntime(self.session, self.manifest, clips)
+        logits, kept = run_clips(self.session, self.manifest, clips)
         return logits, (kept if with_kept else None)
 
     def reference(self, r1: int | None = None) -> TorchBackend:
         """The PyTorch model the manifest describes (same weights), optionally at another ``r1``."""
-        from ..manifest import rebuild_reference
+        from ..export.manifest import rebuild_reference
 
         manifest = dict(self.manifest, r1=self.r1 if r1 is None else r1)
         model = rebuild_reference(manifest, self.checkpoint if self.manifest["weights"]["source"] == "checkpoint" else None)
@@ -126,7 +115,7 @@ class OnnxBackend(Backend):
 
 def torch_backends(model_name: str, r1_values, *, checkpoint=None, overrides=None, seed: int = 0) -> list[TorchBackend]:
     """One PyTorch backend per r1, sharing the weights (STA has no parameters, so the state dict is the same)."""
-    from ..registry import create_model
+    from ..models.registry import create_model
 
     overrides = dict(overrides or {})
     backends, first = [], None

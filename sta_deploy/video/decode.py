@@ -15,6 +15,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..errors import first_line
 from .errors import EmptyVideoError, UnreadableVideoError, VideoTooShortError, require
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".ogv", ".gif")
@@ -109,7 +110,7 @@ def _open(av, path: Path):
 
 def _reason(error) -> str:
     # FFmpeg errors repeat the file name after their message; the caller names the file already
-    text = getattr(error, "strerror", None) or (str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__)
+    text = getattr(error, "strerror", None) or first_line(error)
     return text[:200]
 
 

@@ -1,6 +1,6 @@
 // The one source of the STAStageSelect algorithm.
 //
-// Everything here is __host__ __device__: the CUDA kernel (src/kernel.cu) runs select_sample() with
+// Everything here is __host__ __device__: the CUDA kernel (src/kernel.cu) runs selectSample() with
 // one thread block per batch sample, the CPU reference (src/reference.cpp) runs the very same function
 // with a serial "block" of one thread.  It computes sta_deploy.sta.group_kept_indices for one sample.
 //

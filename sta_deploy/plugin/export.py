@@ -16,10 +16,8 @@ import contextlib
 import torch
 from torch import Tensor
 
-from . import sta
-from .plugin_names import PLUGIN_NAMESPACE, PLUGIN_OP_TYPE, PLUGIN_VERSION
-
-PLUGIN_DOMAIN = "sta_deploy"
+from .. import sta
+from .names import PLUGIN_DOMAIN, PLUGIN_NAMESPACE, PLUGIN_OP_TYPE, PLUGIN_VERSION, count_plugin_nodes
 
 
 @torch.library.custom_op("sta_deploy::stage_select", mutates_args=())
@@ -102,7 +100,6 @@ def finalize_plugin_graph(proto):
 
     if not any(entry.domain == PLUGIN_DOMAIN for entry in proto.opset_import):
         proto.opset_import.append(onnx.helper.make_opsetid(PLUGIN_DOMAIN, 1))
-    plugin_nodes = [node for node in proto.graph.node if node.op_type == PLUGIN_OP_TYPE]
-    if not plugin_nodes:
+    if not count_plugin_nodes(proto):
         raise RuntimeError("plugin export produced no STAStageSelect node: is STA enabled (r1 > 0)?")
     return proto

@@ -3,7 +3,7 @@
 Layouts (detected from the keys, not the file name):
 
 * ``torchvision``: the state dict of ``torchvision.models.video.swin3d_t/s/b`` (raw, or nested the
-  way :func:`sta_deploy.checkpoints.read_checkpoint` unwraps).  Our module names are torchvision's,
+  way :func:`.vit_checkpoints.read_checkpoint` unwraps).  Our module names are torchvision's,
   so nothing is renamed;
 * ``mmaction``: the original Video Swin release (mmaction2 recognizer): ``{"state_dict": ...}``
   with ``backbone.`` keys (``layers.{s}.blocks.{j}``, ``layers.{s}.downsample``, ``mlp.fc1/fc2``)
@@ -11,7 +11,7 @@ Layouts (detected from the keys, not the file name):
   the final norm) is accepted as well as the original ``backbone.norm``;
 * ``sta_deploy``: a file written by :func:`sta_deploy.save_checkpoint` from a Swin model.
 
-Loading is strict exactly like the ViT loader (:func:`sta_deploy.checkpoints.load_state_strict`):
+Loading is strict exactly like the ViT loader (:func:`.checkpoints.load_state_strict`):
 missing, unexpected or mis-shaped keys raise :class:`CheckpointError` and nothing is loaded.  On
 such an error the message also names the architecture the checkpoint's shapes imply (e.g. the
 SSv2 Swin-B's ``window_size=(16, 7, 7)``), so the user knows which override to pass.  Only
@@ -27,8 +27,12 @@ import re
 
 import torch
 
-from .checkpoints import load_state_strict, read_checkpoint
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from .checkpoints import load_into_model, load_state_strict, normalised
+from .swin_geometry import relative_position_index
+# The file-level reader is VideoMAE's: it also recognises our own files and unwraps nested state
+# dicts, and it tells a VideoMAE checkpoint given for a Swin apart so the error can say so.
+from .vit_checkpoints import read_checkpoint
 
 _MMACTION_BLOCK = re.compile(r"^backbone\.layers\.(\d+)\.blocks\.(\d+)\.(.+)$")
 _MMACTION_MERGE = re.compile(r"^backbone\.layers\.(\d+)\.downsample\.(.+)$")
@@ -108,8 +112,6 @@ def _window_candidates(table_length: int, volume: int):
 
 def implied_architecture(state: dict) -> dict:
     """Architecture fields the shapes of a (torchvision-named) Swin state dict reveal."""
-    from .models.swin_geometry import relative_position_index
-
     arch: dict = {}
     proj = state.get("patch_embed.proj.weight")
     if proj is not None and proj.dim() == 5:
@@ -169,7 +171,7 @@ def load_swin_state(model, state: dict, *, source: str = "checkpoint") -> None:
     except CheckpointError as error:
         implied = implied_architecture(state)
         current = model.config.as_dict()
-        differs = {k: v for k, v in implied.items() if k in current and _normal(current[k]) != _normal(v)}
+        differs = {k: v for k, v in implied.items() if k in current and normalised(current[k]) != normalised(v)}
         if not differs:
             raise
         hint = ", ".join(f"{k}={v!r}" for k, v in differs.items())
@@ -181,16 +183,6 @@ def load_swin_state(model, state: dict, *, source: str = "checkpoint") -> None:
         ) from None
 
 
-def _normal(value):
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-def load_swin_into_model(entry, checkpoint, *, r1: int, overrides: dict):
-    """Build ``entry``'s Swin with the checkpoint's ``num_classes`` and load its weights strictly.
-
-    The Swin counterpart of :func:`sta_deploy.checkpoints.load_into_model`; ``create_model`` sends
-    Swin presets here.
-    """
-    from .checkpoints import load_into_model
-
-    return load_into_model(entry, checkpoint, r1=r1, overrides=overrides, read=read_swin_checkpoint, load=load_swin_state).eval()
+def load_swin_checkpoint(entry, checkpoint, *, r1: int, overrides: dict):
+    """The registry's ``load`` for Swin presets: build with the checkpoint's ``num_classes`` and load strictly."""
+    return load_into_model(entry, checkpoint, r1=r1, overrides=overrides, read=read_swin_checkpoint, load=load_swin_state)

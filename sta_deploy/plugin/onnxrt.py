@@ -9,11 +9,10 @@ keeps the form TensorRT loads.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
-from .plugin_names import PLUGIN_OP_TYPE
+from . import reference
+from .names import PLUGIN_OP_TYPE
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 _REGISTERED = False
@@ -21,16 +20,14 @@ _REGISTERED = False
 
 def _reference_library():
     """The CPU reference library, built from the source tree with CMake on first use if needed."""
-    from . import plugin_ref
-
     try:
-        return plugin_ref.load_reference_library()
-    except plugin_ref.ReferenceLibraryError:
-        source = plugin_ref.plugin_source_dir()
+        return reference.load_reference_library()
+    except reference.ReferenceLibraryError:
+        source = reference.plugin_source_dir()
         if not (source / "CMakeLists.txt").is_file():
             raise
-        plugin_ref.build_plugin(source / "build", cuda=False)
-        return plugin_ref.load_reference_library()
+        reference.build_plugin(source / "build", cuda=False)
+        return reference.load_reference_library()
 
 
 def register_custom_op() -> None:
@@ -44,8 +41,6 @@ def register_custom_op() -> None:
         raise ImportError(
             "running a plugin-mode model on ONNX Runtime needs onnxruntime-extensions: pip install onnxruntime-extensions"
         ) from None
-    from . import plugin_ref
-
     _reference_library()
 
     @onnx_op(
@@ -62,7 +57,7 @@ def register_custom_op() -> None:
         },
     )
     def sta_stage_select(metric, semantic, **attributes):  # pragma: no cover - runs inside onnxruntime
-        kept = plugin_ref.select_reference(
+        kept = reference.select_reference(
             np.ascontiguousarray(metric, dtype=np.float32),
             np.ascontiguousarray(semantic, dtype=np.float32),
             int(attributes["num_groups"]),
@@ -88,10 +83,3 @@ def prepare_plugin_session(path, options) -> bytes:
         model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     options.register_custom_ops_library(get_library_path())
     return model.SerializeToString()
-
-
-def plugin_node_count(path) -> int:
-    import onnx
-
-    model = onnx.load(str(Path(path)), load_external_data=False)
-    return sum(node.op_type == PLUGIN_OP_TYPE for node in model.graph.node)

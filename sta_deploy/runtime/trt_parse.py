@@ -23,11 +23,10 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
-from .plugin_names import PLUGIN_NAMESPACE, PLUGIN_OP_TYPE
-from .tensorrt_backend import _parse, add_batch_profile, import_tensorrt
+from ..errors import first_line
+from .trt import add_batch_profile, check_plugin_libs, import_tensorrt, parse_network
 
 CHILD_MARKER = "STA_DEPLOY_TRT_PARSE_CHILD"
-_PLUGIN_HINT = "build it with cmake (see plugins/sta_stage_select/README.md) and pass --plugin-lib path/to/libsta_stage_select_trt.so"
 
 
 @dataclass
@@ -39,28 +38,6 @@ class ParseReport:
     outputs: list
     engine_bytes: int | None
     plugin_layers: list = field(default_factory=list)
-
-
-def plugin_node_count(onnx_path) -> int:
-    """STAStageSelect nodes in the graph (read without its external weights)."""
-    import onnx
-
-    model = onnx.load(str(onnx_path), load_external_data=False)
-    return sum(1 for node in model.graph.node if node.op_type == PLUGIN_OP_TYPE and node.domain == PLUGIN_NAMESPACE)
-
-
-def check_plugin_libs(onnx_path, plugin_libs) -> int:
-    """One clear line when a plugin-mode export comes without its plugin library (or the path is wrong)."""
-    for library in plugin_libs:
-        if not Path(library).is_file():
-            raise FileNotFoundError(f"plugin library {library} does not exist: {_PLUGIN_HINT}")
-    nodes = plugin_node_count(onnx_path)
-    if nodes and not plugin_libs:
-        raise ValueError(
-            f"{onnx_path} has {nodes} {PLUGIN_OP_TYPE} plugin nodes (exported with --sta-impl plugin) "
-            f"and TensorRT needs their library: {_PLUGIN_HINT}"
-        )
-    return nodes
 
 
 def parse_check(onnx_path, *, build: bool = True, plugin_libs=(), batch_profile=(None, None, None)) -> ParseReport:
@@ -76,7 +53,7 @@ def parse_check(onnx_path, *, build: bool = True, plugin_libs=(), batch_profile=
     if plugin_libs and _rtx_library_link_missing(trt):
         return _parse_check_in_child(onnx_path, build=build, plugin_libs=plugin_libs, batch_profile=batch_profile)
     logger = trt.Logger(trt.Logger.ERROR)
-    builder, network = _parse(trt, onnx_path, logger, plugin_libs)
+    builder, network = parse_network(trt, onnx_path, logger, plugin_libs)
     engine_bytes = None
     if build:
         config = builder.create_builder_config()
@@ -129,9 +106,9 @@ def _parse_check_in_child(onnx_path, *, build, plugin_libs, batch_profile=(None,
         env[CHILD_MARKER] = "1"
         env["LD_LIBRARY_PATH"] = os.pathsep.join(filter(None, [links, env.get("LD_LIBRARY_PATH")]))
         # The child imports this very package, wherever it was imported from.
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parent.parent), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(Path(__file__).resolve().parents[2]), env.get("PYTHONPATH")]))
         request = json.dumps({"onnx_path": str(onnx_path), "build": build, "plugin_libs": list(plugin_libs), "batch_profile": list(batch_profile)})
-        done = subprocess.run([sys.executable, "-m", "sta_deploy._trt_parse_child", request], env=env, capture_output=True, text=True)
+        done = subprocess.run([sys.executable, "-m", "sta_deploy.runtime._trt_parse_child", request], env=env, capture_output=True, text=True)
     answer = json.loads(done.stdout.strip().splitlines()[-1]) if done.returncode in (0, 1) and done.stdout.strip() else None
     if done.returncode == 0 and answer is not None:
         return ParseReport(**answer)
@@ -152,8 +129,7 @@ def _child_main(request: str) -> int:
             arguments["onnx_path"], build=arguments["build"], plugin_libs=arguments["plugin_libs"], batch_profile=tuple(arguments["batch_profile"])
         )
     except Exception as error:  # the parent re-raises the one-line message
-        message = str(error).splitlines()[0] if str(error) else type(error).__name__
-        print(json.dumps({"error_type": type(error).__name__, "error": message}))
+        print(json.dumps({"error_type": type(error).__name__, "error": first_line(error, limit=10_000)}))
         return 1
     print(json.dumps(asdict(report)))
     return 0

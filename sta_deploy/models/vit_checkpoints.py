@@ -1,4 +1,4 @@
-"""Reading the checkpoints users have, and writing sta_deploy's own.
+"""Reading the checkpoints VideoMAE users have.
 
 Accepted layouts (detected from the contents, not the file name):
 
@@ -7,86 +7,36 @@ Accepted layouts (detected from the contents, not the file name):
 * a Hugging Face ``VideoMAEForVideoClassification`` directory (``config.json`` plus
   ``model.safetensors``, a sharded ``*.safetensors.index.json`` or ``pytorch_model.bin``), or such a
   state dict on its own; split query/key/value are fused into ``qkv`` with ``q_bias``/``v_bias``;
-* files written by :func:`save_checkpoint` (state dict plus the model's config).
+* files written by :func:`sta_deploy.save_checkpoint` (state dict plus the model's config).
 
-Everything is loaded with ``torch.load(weights_only=True)`` and checked strictly: a checkpoint that
-does not fit raises :class:`CheckpointError` listing missing, unexpected and mis-shaped keys.
+Everything is loaded with ``torch.load(weights_only=True)`` and checked strictly (see
+:mod:`.checkpoints`).
 """
 
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
 import torch
 
-from ._io import atomic_path, sha256_file
-from .errors import CheckpointError, ConfigError
-
-FORMAT_TAG = "sta_deploy.checkpoint"
-FORMAT_VERSION = 1
-# Keys that are fixed tables in our model (not parameters) and may appear in some exports.
-IGNORED_KEYS = {"pos_embed"}
-_SHOW = 4
-
-
-def _short(keys) -> str:
-    keys = list(keys)
-    shown = ", ".join(keys[:_SHOW])
-    more = f", ... (+{len(keys) - _SHOW})" if len(keys) > _SHOW else ""
-    return f"[{shown}{more}]"
-
-
-def _torch_load(path: Path):
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a bad file; all mean the same to the user
-        text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        if "weights_only" in str(error) or "Unsupported global" in str(error):
-            raise CheckpointError(
-                f"refusing to load {path}: it pickles Python objects beyond tensors ({text[:120]}); "
-                "re-save it with torch.save(model.state_dict(), path)"
-            ) from None
-        raise CheckpointError(
-            f"cannot read checkpoint {path} ({type(error).__name__}: {text[:120]}); "
-            "the file is truncated or not a PyTorch checkpoint: download or save it again"
-        ) from None
-
-
-def _safetensors_load(path: Path):
-    try:
-        from safetensors.torch import load_file
-    except ImportError:  # pragma: no cover - safetensors is a base dependency
-        raise CheckpointError(f"{path} is a safetensors file; install safetensors (pip install safetensors)") from None
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as error:
-        raise CheckpointError(
-            f"cannot read safetensors file {path} ({type(error).__name__}: {str(error)[:120]}); "
-            "the file is truncated or corrupt: download or save it again"
-        ) from None
-
-
-def _read_tensor_file(path: Path):
-    if path.suffix == ".safetensors":
-        return _safetensors_load(path)
-    return _torch_load(path)
-
+from ..errors import CheckpointError
+from .checkpoints import FORMAT_TAG, load_into_model, read_tensor_file
+from .registry import get_entry, list_models
 
 # ----------------------------------------------------------------------------- Hugging Face layout
 def _hf_weights(directory: Path) -> dict:
     candidates = ["model.safetensors", "pytorch_model.bin"]
     for name in candidates:
         if (directory / name).is_file():
-            return _read_tensor_file(directory / name)
+            return read_tensor_file(directory / name)
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = directory / index_name
         if index.is_file():
             weight_map = json.loads(index.read_text())["weight_map"]
             state = {}
             for shard in sorted(set(weight_map.values())):
-                state.update(_read_tensor_file(directory / shard))
+                state.update(read_tensor_file(directory / shard))
             return state
     raise CheckpointError(
         f"{directory} has a config.json but no weights (model.safetensors, pytorch_model.bin or a sharded index); "
@@ -195,7 +145,7 @@ def read_checkpoint(path) -> tuple[dict, dict, str]:
         state = _hf_weights(path)
         return convert_hf_state_dict(state), hf_config_overrides(config), "huggingface"
 
-    loaded = _read_tensor_file(path)
+    loaded = read_tensor_file(path)
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state dict; save model.state_dict() instead")
     if loaded.get("format") == FORMAT_TAG:
@@ -217,82 +167,10 @@ def read_checkpoint(path) -> tuple[dict, dict, str]:
     return state, {}, "videomae"
 
 
-def fit_report(model_state: dict, state: dict) -> tuple[list, list, list]:
-    """Missing, unexpected and mis-shaped keys of ``state`` against ``model_state``."""
-    missing = [key for key in model_state if key not in state]
-    unexpected = [key for key in state if key not in model_state and key not in IGNORED_KEYS]
-    mismatched = [
-        f"{key}: checkpoint {tuple(state[key].shape)} vs model {tuple(model_state[key].shape)}"
-        for key in model_state
-        if key in state and tuple(state[key].shape) != tuple(model_state[key].shape)
-    ]
-    return missing, unexpected, mismatched
-
-
-def load_state_strict(model, state: dict, *, source: str = "checkpoint") -> None:
-    """Load ``state`` into ``model`` or raise :class:`CheckpointError`; never a partial load."""
-    model_state = model.state_dict()
-    missing, unexpected, mismatched = fit_report(model_state, state)
-    if missing or unexpected or mismatched:
-        name = getattr(model, "name", type(model).__name__)
-        config = getattr(model, "config", None)
-        arch = ""
-        if config is not None and hasattr(config, "embed_dim"):
-            arch = f" (embed_dim={config.embed_dim}, depth={getattr(config, 'depth', getattr(config, 'depths', '?'))})"
-        raise CheckpointError(
-            f"{source} does not fit {name}{arch}: {len(missing)} missing {_short(missing)}, "
-            f"{len(unexpected)} unexpected {_short(unexpected)}, {len(mismatched)} mis-shaped {_short(mismatched)}; "
-            "choose the --model preset (or overrides) the checkpoint was trained with",
-            missing=missing,
-            unexpected=unexpected,
-            mismatched=mismatched,
-        )
-    filtered = {key: value.to(model_state[key].dtype) for key, value in state.items() if key in model_state}
-    model.load_state_dict(filtered, strict=True)
-
-
-def _normal(value):
-    """Lists (from JSON) and tuples compare equal."""
-    return tuple(value) if isinstance(value, (list, tuple)) else value
-
-
-def load_into_model(entry, checkpoint, *, r1: int, overrides: dict, read=None, load=None):
-    """Build ``entry``'s model with the checkpoint's config fields and load its weights strictly.
-
-    ``read(path) -> (state, config_fields, layout)`` and ``load(model, state, source=...)`` default to
-    the ViT readers; other backbones pass their own (see :mod:`sta_deploy.swin_checkpoints`).
-    """
-    from .registry import resolve_config
-
-    read = read or read_checkpoint
-    load = load or load_state_strict
-    state, file_overrides, layout = read(checkpoint)
-    overrides = {key: value for key, value in overrides.items() if value is not None}
-    if layout == "sta_deploy":
-        saved = dict(file_overrides)
-        saved_name = saved.pop("__model__", entry.name)
-        if saved_name != entry.name:
-            raise CheckpointError(f"{checkpoint} was saved from {saved_name}, not {entry.name}; use --model {saved_name}")
-        file_overrides = saved
-    for key, value in file_overrides.items():
-        if key in overrides and _normal(overrides[key]) != _normal(value):
-            raise ConfigError(f"override {key}={overrides[key]!r} contradicts the checkpoint's {key}={value!r}; drop the override")
-    merged = {**file_overrides, **overrides}
-    head = state.get("head.weight")
-    if "num_classes" not in overrides and head is not None and head.dim() == 2:
-        merged["num_classes"] = int(head.shape[0])
-    config = resolve_config(entry.name, **merged)
-    if layout == "huggingface":
-        _check_hf_architecture(checkpoint, config, entry.name)
-    model = entry.build(config, r1=r1, name=entry.name)
-    load(model, state, source=f"checkpoint {checkpoint} ({layout} layout)")
-    model.checkpoint_path = str(checkpoint)
-    model.checkpoint_layout = layout
-    return model
-
-
-def _check_hf_architecture(checkpoint, config, name) -> None:
+def _check_hf_architecture(checkpoint, config, *, layout: str, name: str) -> None:
     """A Hugging Face config states width and depth: name the right preset instead of a key dump."""
+    if layout != "huggingface":
+        return
     config_file = Path(checkpoint) / "config.json"
     if not config_file.is_file():
         return
@@ -300,8 +178,6 @@ def _check_hf_architecture(checkpoint, config, name) -> None:
     stated = {"embed_dim": hf.get("hidden_size"), "depth": hf.get("num_hidden_layers")}
     ours = {"embed_dim": config.embed_dim, "depth": config.depth}
     if any(value is not None and value != ours[key] for key, value in stated.items()):
-        from .registry import get_entry, list_models
-
         match = [
             other for other in list_models()
             if getattr(get_entry(other).config, "embed_dim", None) == stated["embed_dim"]
@@ -314,27 +190,6 @@ def _check_hf_architecture(checkpoint, config, name) -> None:
         )
 
 
-def save_checkpoint(model, path) -> Path:
-    """Write ``model``'s weights and config to ``path`` atomically (readable by ``create_model``)."""
-    path = Path(path)
-    config = asdict(model.config)
-    config["__model__"] = model.name
-    payload = {"format": FORMAT_TAG, "version": FORMAT_VERSION, "config": config, "state_dict": model.state_dict()}
-    with atomic_path(path) as temp:
-        torch.save(payload, temp)
-    return path
-
-
-def checkpoint_sha256(path) -> str:
-    """sha256 of a checkpoint file, or of a Hugging Face folder's config and weight files."""
-    path = Path(path)
-    if path.is_file():
-        return sha256_file(path)
-    import hashlib
-
-    digest = hashlib.sha256()
-    for child in sorted(path.iterdir()):
-        if child.is_file() and child.suffix in (".json", ".safetensors", ".bin"):
-            digest.update(child.name.encode())
-            digest.update(sha256_file(child).encode())
-    return digest.hexdigest()
+def load_vit_checkpoint(entry, checkpoint, *, r1: int, overrides: dict):
+    """The registry's ``load`` for ViT presets: any layout above, loaded strictly."""
+    return load_into_model(entry, checkpoint, r1=r1, overrides=overrides, read=read_checkpoint, check_config=_check_hf_architecture)

@@ -1,4 +1,5 @@
-"""TensorRT: engine building (Python API) and running engines; the GPU-less parse check is in trt_parse.
+"""TensorRT: engine building (Python API), running engines and plugin libraries; the GPU-less parse check
+is in :mod:`.trt_parse`.
 
 TensorRT is an optional extra (``pip install sta-deploy[trt]`` on a GPU machine).  Two flavours
 are understood:
@@ -13,7 +14,8 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from ._io import atomic_path
+from .._io import atomic_path
+from ..plugin.names import PLUGIN_OP_TYPE, count_plugin_nodes
 
 MISSING_TENSORRT = (
     "TensorRT is not installed: install it on a machine with an NVIDIA GPU (pip install 'sta-deploy[trt]'); "
@@ -59,7 +61,25 @@ def load_plugin_libraries(trt, registry, plugin_libs) -> None:
             )
 
 
-def _parse(trt, onnx_path, logger, plugin_libs=()):
+PLUGIN_HINT = "build it with cmake (see plugins/sta_stage_select/README.md) and pass --plugin-lib path/to/libsta_stage_select_trt.so"
+
+
+def check_plugin_libs(onnx_path, plugin_libs) -> int:
+    """One clear line when a plugin-mode export comes without its plugin library (or the path is wrong)."""
+    for library in plugin_libs:
+        if not Path(library).is_file():
+            raise FileNotFoundError(f"plugin library {library} does not exist: {PLUGIN_HINT}")
+    nodes = count_plugin_nodes(onnx_path)
+    if nodes and not plugin_libs:
+        raise ValueError(
+            f"{onnx_path} has {nodes} {PLUGIN_OP_TYPE} plugin nodes (exported with --sta-impl plugin) "
+            f"and TensorRT needs their library: {PLUGIN_HINT}"
+        )
+    return nodes
+
+
+def parse_network(trt, onnx_path, logger, plugin_libs=()):
+    """TensorRT's builder and the network its ONNX parser made of ``onnx_path`` (plugin libraries loaded first)."""
     builder = trt.Builder(logger)
     flags = 0
     if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
@@ -105,13 +125,11 @@ def build_engine(
     force: bool = True,
 ) -> Path:
     """Build a serialized TensorRT engine (``.plan``) from an exported model; needs TensorRT and a GPU."""
-    from .trt_parse import check_plugin_libs
-
     trt = import_tensorrt(prefer=("tensorrt",))
     require_gpu()
     check_plugin_libs(onnx_path, plugin_libs)
     logger = trt.Logger(trt.Logger.WARNING)
-    builder, network = _parse(trt, onnx_path, logger, plugin_libs)
+    builder, network = parse_network(trt, onnx_path, logger, plugin_libs)
     config = builder.create_builder_config()
     for wanted, flag in ((fp16, "FP16"), (bf16, "BF16")):
         if not wanted:

@@ -1,4 +1,4 @@
-"""``python -m sta_deploy._trt_parse_child REQUEST``: trt_parse's child process (see that module)."""
+"""``python -m sta_deploy.runtime._trt_parse_child REQUEST``: trt_parse's child process (see that module)."""
 
 import sys
 

@@ -1,4 +1,5 @@
-"""The JSON manifest written beside every exported model, and rebuilding the PyTorch reference from it."""
+"""The JSON manifest written beside every exported model: building it, reading it, and rebuilding the
+PyTorch reference it describes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,10 @@ import json
 import platform
 from pathlib import Path
 
+from .._version import __version__
+
 MANIFEST_VERSION = 1
+MANIFEST_FORMAT = "sta_deploy.manifest"
 
 
 def manifest_path(onnx_path) -> Path:
@@ -19,8 +23,6 @@ def versions() -> dict:
     import onnx
     import torch
 
-    from . import __version__
-
     found = {"sta_deploy": __version__, "torch": torch.__version__, "onnx": onnx.__version__, "python": platform.python_version()}
     try:
         import onnxruntime
@@ -29,6 +31,46 @@ def versions() -> dict:
     except ImportError:  # pragma: no cover - base dependency
         pass
     return found
+
+
+def _tensor_spec(value_info) -> dict:
+    import onnx
+
+    tensor_type = value_info.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else d.dim_param for d in tensor_type.shape.dim]
+    return {"name": value_info.name, "shape": dims, "dtype": onnx.helper.tensor_dtype_to_np_dtype(tensor_type.elem_type).name}
+
+
+def build_manifest(model, proto, report, *, dtype, sta_impl, opset, batch_size, dynamic_batch, onnx_file, onnx_sha256, external_data, weights, extra=None) -> dict:
+    """The manifest of an export of ``model`` whose final graph is ``proto`` (``report``: its static-shape check)."""
+    config = model.config
+    return {
+        "format": MANIFEST_FORMAT,
+        "manifest_version": MANIFEST_VERSION,
+        "model": model.name,
+        "family": config.family,
+        "config": config.as_dict(),
+        "r1": model.r1,
+        "schedule": model.schedule.as_dict(),
+        "dtype": dtype,
+        "sta_impl": sta_impl,
+        "opset": opset,
+        "batch_size": batch_size,
+        "dynamic_batch": dynamic_batch,
+        "inputs": [_tensor_spec(v) for v in proto.graph.input],
+        "outputs": [_tensor_spec(v) for v in proto.graph.output],
+        "onnx_file": onnx_file,
+        "onnx_sha256": onnx_sha256,
+        "external_data": external_data,
+        "weights": weights,
+        "op_counts": report.op_counts,
+        "versions": versions(),
+        **(extra or {}),
+    }
+
+
+def write_manifest(manifest: dict, path) -> None:
+    Path(path).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
 def read_manifest(onnx_path) -> dict:
@@ -41,7 +83,7 @@ def read_manifest(onnx_path) -> dict:
         manifest = json.loads(path.read_text())
     except json.JSONDecodeError as error:
         raise ValueError(f"manifest {path} is not valid JSON ({error}); re-export the model") from None
-    if manifest.get("format") != "sta_deploy.manifest":
+    if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path} is not an sta-deploy manifest; re-export the model")
     return manifest
 
@@ -55,16 +97,16 @@ def manifest_config(manifest: dict) -> dict:
 
 
 def manifest_flops(manifest: dict):
-    """:class:`sta_deploy.flops.FlopsReport` of the exported model (any backbone)."""
-    from .flops import count_flops
+    """:class:`sta_deploy.models.flops.FlopsReport` of the exported model (any backbone)."""
+    from ..models.flops import count_flops
 
     return count_flops(manifest["model"], manifest["r1"], **manifest_config(manifest))
 
 
 def rebuild_reference(manifest: dict, checkpoint=None):
     """The float32 PyTorch model the manifest describes (same weights: checkpoint or seeded random init)."""
-    from .checkpoints import checkpoint_sha256
-    from .registry import create_model
+    from ..models.checkpoints import checkpoint_sha256
+    from ..models.registry import create_model
 
     weights = manifest["weights"]
     config = manifest_config(manifest)

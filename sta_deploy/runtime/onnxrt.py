@@ -4,6 +4,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
+from ..errors import first_line
+from ..plugin.names import count_plugin_nodes
+from .batching import kept_outputs, run_in_batches
+
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
 
 
@@ -20,20 +26,11 @@ def default_providers() -> list[str]:
     return chosen + ["CPUExecutionProvider"]
 
 
-def uses_plugin(path) -> bool:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
-    from .plugin_names import PLUGIN_OP_TYPE
-
-    return any(node.op_type == PLUGIN_OP_TYPE for node in model.graph.node)
-
-
 def onnx_session(path, *, providers=None, threads: int | None = None, optimization: str = "all", session_options=None):
     """An ``onnxruntime.InferenceSession`` for ``path`` (pure-ONNX or plugin-mode graph).
 
     Plugin-mode graphs get the CPU reference of the STA plugin registered as an
-    onnxruntime-extensions custom op first (see :mod:`sta_deploy.ort_plugin`).
+    onnxruntime-extensions custom op first (see :mod:`sta_deploy.plugin.onnxrt`).
     """
     import onnxruntime as ort
 
@@ -53,12 +50,25 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     model_bytes_or_path: str | bytes = str(path)
-    if uses_plugin(path):
-        from .ort_plugin import prepare_plugin_session
+    if count_plugin_nodes(path):
+        from ..plugin.onnxrt import prepare_plugin_session
 
         model_bytes_or_path = prepare_plugin_session(path, options)
     try:
         return ort.InferenceSession(model_bytes_or_path, sess_options=options, providers=providers or default_providers())
     except Exception as error:  # onnxruntime raises its own exception types
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise RuntimeError(f"ONNX Runtime cannot load {path}: {first[:300]}") from None
+        raise RuntimeError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from None
+
+
+def run_clips(session, manifest: dict, clips: np.ndarray):
+    """``(logits, kept)`` of ``clips`` through ``session``, in the exported batch size (see
+    :func:`.batching.run_in_batches`); ``kept`` is None when the export has no kept outputs."""
+    names = [output.name for output in session.get_outputs()]
+    input_name = manifest["inputs"][0]["name"]
+
+    def run_batch(chunk):
+        return dict(zip(names, session.run(None, {input_name: chunk})))
+
+    batch = None if manifest["dynamic_batch"] else manifest["batch_size"]
+    outputs = run_in_batches(run_batch, clips, batch=batch)
+    return outputs["logits"], kept_outputs(outputs)

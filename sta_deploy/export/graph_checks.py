@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 
 import onnx
 
+from ..errors import first_line
+
 FORBIDDEN_OPS = {"NonZero", "Loop", "Scan", "If", "Unique", "Compress", "NonMaxSuppression", "SequenceConstruct"}
 # op_type -> indices of inputs that determine output shapes
 SHAPE_INPUTS = {
@@ -65,8 +67,7 @@ def check_static_shapes(model: onnx.ModelProto, *, dynamic_batch: bool = False, 
     try:
         inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
     except onnx.shape_inference.InferenceError as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else "unknown error"
-        raise RuntimeError(f"ONNX shape inference failed on the exported graph: {first[:300]}") from None
+        raise RuntimeError(f"ONNX shape inference failed on the exported graph: {first_line(error)}") from None
     graph = inferred.graph
     initializers = {init.name for init in graph.initializer}
     report = StaticShapeReport(ok=True)

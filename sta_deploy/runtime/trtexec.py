@@ -12,6 +12,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from .trt import TensorRTUnavailable, check_plugin_libs, require_gpu
+
 PINNED_FLAGS = (
     "--warmUp=500",  # ms of warm-up
     "--iterations=200",
@@ -31,8 +33,6 @@ def find_trtexec() -> str:
         for candidate in ("/usr/src/tensorrt/bin/trtexec", "/opt/tensorrt/bin/trtexec"):
             if Path(candidate).is_file():
                 return candidate
-        from .tensorrt_backend import TensorRTUnavailable
-
         raise TensorRTUnavailable("trtexec is not on PATH: install TensorRT (it ships trtexec in bin/) on a machine with an NVIDIA GPU")
     return found
 
@@ -64,9 +64,6 @@ def parse_summary(text: str) -> dict:
 
 
 def run_trtexec_bench(model_path, *, plugin_libs=(), timeout: int = 1800) -> dict:
-    from .tensorrt_backend import require_gpu
-    from .trt_parse import check_plugin_libs
-
     command = trtexec_command(model_path, plugin_libs=plugin_libs)
     require_gpu()
     exported = Path(model_path).with_suffix(".onnx")  # a plan's export, when it sits beside it
@@ -78,18 +75,4 @@ def run_trtexec_bench(model_path, *, plugin_libs=(), timeout: int = 1800) -> dic
         raise RuntimeError(f"trtexec failed (exit {completed.returncode}): {tail[:400]}")
     summary = parse_summary(completed.stdout)
     summary["command"] = command
-    flops_line = ""
-    try:
-        from .manifest import manifest_flops, read_manifest
-
-        summary["gflops_per_clip"] = manifest_flops(read_manifest(Path(model_path).with_suffix(".onnx"))).gflops
-        flops_line = f"   {summary['gflops_per_clip']:.1f} GFLOPs/clip"
-    except (FileNotFoundError, ValueError):
-        pass
-    gpu = summary["gpu_compute_ms"]
-    summary["table"] = (
-        f"trtexec {' '.join(command[1:])}\n"
-        f"throughput {summary['throughput_qps']:.1f} qps   GPU compute mean {gpu['mean']:.3f} ms, median {gpu['median']:.3f} ms, "
-        f"p99 {gpu.get('p99', float('nan')):.3f} ms{flops_line}"
-    )
     return summary

@@ -1,16 +1,10 @@
-"""Options shared by ``predict``, ``visualize`` and ``evaluate``, and building their backends."""
+"""Options shared by ``predict``, ``visualize`` and ``evaluate``, and building their backends from them."""
 
 from __future__ import annotations
 
 import click
 
-from ..cli.options import RANDOM_WEIGHTS_WARNING
-
-
-def _apply(func, options):
-    for option in reversed(options):
-        func = option(func)
-    return func
+from .options import RANDOM_WEIGHTS_WARNING, apply_options
 
 
 SAMPLING_OPTIONS = {
@@ -29,7 +23,7 @@ def sampling_options(func=None, *, with_views: bool = True):
     """--dataset, --views (unless ``with_views=False``), --stride, --min-frames."""
     if func is None:
         return lambda f: sampling_options(f, with_views=with_views)
-    return _apply(func, [option for name, option in SAMPLING_OPTIONS.items() if with_views or name != "views"])
+    return apply_options(func, [option for name, option in SAMPLING_OPTIONS.items() if with_views or name != "views"])
 
 
 def onnx_option(func=None, *, multiple: bool = False):
@@ -69,12 +63,12 @@ def warn_random(backend) -> None:
 def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, seed, threads=None):
     """The PyTorch model from --model/--r1/--checkpoint, or the ONNX model from --onnx."""
     if onnx_path is not None:
-        from .backends import OnnxBackend
+        from ..video.backends import OnnxBackend
 
         backend = OnnxBackend(onnx_path, checkpoint=checkpoint, threads=threads)
         check_against_manifest(ctx, backend, model_name, r1, overrides)
     else:
-        from .backends import torch_backends
+        from ..video.backends import torch_backends
 
         set_torch_threads(threads)
         backend = torch_backends(model_name, [r1], checkpoint=checkpoint, overrides=overrides, seed=seed)[0]

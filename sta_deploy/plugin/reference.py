@@ -58,7 +58,7 @@ class ReferenceLibraryError(RuntimeError):
 
 def plugin_source_dir() -> Path:
     """``plugins/sta_stage_select`` of the source tree this package lives in."""
-    return Path(__file__).resolve().parent.parent / "plugins" / "sta_stage_select"
+    return Path(__file__).resolve().parents[2] / "plugins" / "sta_stage_select"
 
 
 def default_library_path() -> Path:

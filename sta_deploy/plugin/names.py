@@ -1,0 +1,21 @@
+"""Identity of the TensorRT plugin that fuses one STA stage's selection (see plugins/sta_stage_select),
+and the one way to count its nodes in a graph."""
+
+from __future__ import annotations
+
+PLUGIN_OP_TYPE = "STAStageSelect"
+PLUGIN_VERSION = "1"
+# TensorRT looks the creator up by (op type, version, namespace); the ONNX node's domain is a separate
+# name that happens to be spelled the same.
+PLUGIN_NAMESPACE = "sta_deploy"
+PLUGIN_DOMAIN = "sta_deploy"
+
+
+def count_plugin_nodes(model) -> int:
+    """STAStageSelect nodes in ``model``: an ``onnx.ModelProto`` or the path of an ONNX file (read
+    without its external weights)."""
+    import onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model), load_external_data=False)
+    return sum(1 for node in model.graph.node if node.op_type == PLUGIN_OP_TYPE and node.domain == PLUGIN_DOMAIN)
