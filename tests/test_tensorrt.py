@@ -221,3 +221,35 @@ def test_parse_only_builds_a_dynamic_batch_export_for_a_batch_profile(tmp_path, 
     capsys.readouterr()
     assert main(["build", str(path), "--parse-only", "--opt-batch", "4", "--max-batch", "2"]) == 1
     assert "batch profile must satisfy min <= opt <= max, got 1/4/2" in capsys.readouterr().err
+
+
+@pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
+def test_polygraphy_drives_one_tensorrt_flavour_per_process():
+    """Polygraphy binds TensorRT or TensorRT-RTX when first imported: asking for the other one later in
+    the same process is refused in one line instead of mixing the two libraries."""
+    import types
+
+    import tensorrt_rtx
+
+    from sta_deploy.runtime.polygraphy_trt import PolygraphyUnavailable, polygraphy_backend
+
+    backend = polygraphy_backend(tensorrt_rtx)
+    assert backend.NetworkFromOnnxPath is not None
+    with pytest.raises(PolygraphyUnavailable, match="already set Polygraphy up for TensorRT-RTX; run tensorrt work in a separate process"):
+        polygraphy_backend(types.SimpleNamespace(__name__="tensorrt"))
+
+
+@pytest.mark.skipif(not HAS_RTX, reason=NO_RTX)
+def test_missing_polygraphy_is_one_line(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from _helpers import SMALL
+
+    path = tmp_path / "m.onnx"
+    export_onnx(sta_deploy.create_model("vit_s", r1=4, seed=0, **SMALL), path)
+    for name in [m for m in sys.modules if m == "polygraphy" or m.startswith("polygraphy.")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.setitem(sys.modules, "polygraphy", None)
+    assert main(["build", str(path), "--parse-only"]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err == "sta-deploy: error: TensorRT engines are built and run through Polygraphy: pip install polygraphy"

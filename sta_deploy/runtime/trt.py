@@ -1,5 +1,5 @@
-"""TensorRT: engine building (Python API), running engines and plugin libraries; the GPU-less parse check
-is in :mod:`.trt_parse`.
+"""TensorRT: engine building and running through Polygraphy's loaders and ``TrtRunner``, and plugin
+libraries; the GPU-less parse check is in :mod:`.trt_parse`.
 
 TensorRT is an optional extra (``pip install sta-deploy[trt]`` on a GPU machine).  Two flavours
 are understood:
@@ -11,11 +11,16 @@ are understood:
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import shutil
+import tempfile
 from pathlib import Path
 
-from .._io import atomic_path
+from .._io import atomic_path, writable_folder
 from ..plugin.names import PLUGIN_OP_TYPE, count_plugin_nodes
+from .polygraphy_trt import polygraphy_backend, quiet_polygraphy
 
 MISSING_TENSORRT = (
     "TensorRT is not installed: install it on a machine with an NVIDIA GPU (pip install 'sta-deploy[trt]'); "
@@ -78,36 +83,60 @@ def check_plugin_libs(onnx_path, plugin_libs) -> int:
     return nodes
 
 
-def parse_network(trt, onnx_path, logger, plugin_libs=()):
-    """TensorRT's builder and the network its ONNX parser made of ``onnx_path`` (plugin libraries loaded first)."""
-    builder = trt.Builder(logger)
-    flags = 0
-    if hasattr(trt, "NetworkDefinitionCreationFlag") and hasattr(trt.NetworkDefinitionCreationFlag, "EXPLICIT_BATCH"):
-        # TensorRT 8.x needs the flag; 10+ ignores (and deprecates) it.
-        flags = 1 << int(trt.NetworkDefinitionCreationFlag.EXPLICIT_BATCH)
-    network = builder.create_network(flags)
-    load_plugin_libraries(trt, builder.get_plugin_registry(), plugin_libs)
-    parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_path)):
-        errors = "; ".join(parser.get_error(i).desc() for i in range(parser.num_errors))
-        raise RuntimeError(f"TensorRT's ONNX parser rejected {onnx_path}: {errors[:400]}")
-    return builder, network
+def parse_network(trt, onnx_path, plugin_libs=()):
+    """``(builder, network, parser)`` of ``onnx_path`` from Polygraphy's ``NetworkFromOnnxPath``, the
+    plugin libraries loaded into TensorRT's registry first (the library registers its creators
+    through ``getCreators``, which a plain ``dlopen`` does not call)."""
+    backend = polygraphy_backend(trt)
+    load_plugin_libraries(trt, trt.get_plugin_registry(), plugin_libs)
+    with quiet_polygraphy(f"TensorRT's ONNX parser rejected {onnx_path}"):
+        return backend.NetworkFromOnnxPath(str(onnx_path))()
 
 
-def add_batch_profile(builder, network, config, min_batch=None, opt_batch=None, max_batch=None) -> None:
-    """An optimization profile for a --dynamic-batch export's batch (default 1 / min / max(opt, 8));
-    batch options on a static export are refused."""
+def batch_profiles(trt, network, min_batch=None, opt_batch=None, max_batch=None) -> list:
+    """Polygraphy profiles for a --dynamic-batch export's batch (default 1 / min / max(opt, 8)); none
+    for a static export, where batch options are refused."""
     video = network.get_input(0)
     if video.shape[0] == -1:
         low, mid, high = min_batch or 1, opt_batch or max(min_batch or 1, 1), max_batch or max(opt_batch or 1, 8)
         if not low <= mid <= high:
             raise ValueError(f"batch profile must satisfy min <= opt <= max, got {low}/{mid}/{high}")
         rest = tuple(video.shape[1:])
-        profile = builder.create_optimization_profile()
-        profile.set_shape(video.name, (low, *rest), (mid, *rest), (high, *rest))
-        config.add_optimization_profile(profile)
-    elif any(v is not None for v in (min_batch, opt_batch, max_batch)):
+        profile = polygraphy_backend(trt).Profile().add(video.name, min=(low, *rest), opt=(mid, *rest), max=(high, *rest))
+        return [profile]
+    if any(v is not None for v in (min_batch, opt_batch, max_batch)):
         raise ValueError("--min/opt/max-batch need a model exported with --dynamic-batch")
+    return []
+
+
+def serialize_engine(trt, parsed, onnx_path, *, profiles=(), precision_flags=(), workspace_gib=None, timing_cache=None) -> bytes:
+    """Polygraphy's ``CreateConfig`` + ``EngineBytesFromNetwork`` on a parsed network: the engine's bytes.
+
+    ``timing_cache``: a file Polygraphy reads and merges the new timings into (under its lock)."""
+    backend = polygraphy_backend(trt)
+    config_options = {flag: True for flag in precision_flags}
+    if workspace_gib:
+        config_options["memory_pool_limits"] = {trt.MemoryPoolType.WORKSPACE: int(workspace_gib * (1 << 30))}
+    if timing_cache is not None and Path(timing_cache).is_file():
+        config_options["load_timing_cache"] = str(timing_cache)
+    config = backend.CreateConfig(profiles=list(profiles) or None, **config_options)
+    save_cache = str(timing_cache) if timing_cache is not None else None
+    with quiet_polygraphy(f"TensorRT could not build an engine from {onnx_path}"):
+        return bytes(backend.EngineBytesFromNetwork(parsed, config=config, save_timing_cache=save_cache)())
+
+
+def _precision_flags(trt, fp16: bool, bf16: bool) -> list[str]:
+    flags = []
+    for wanted, flag in ((fp16, "FP16"), (bf16, "BF16")):
+        if not wanted:
+            continue
+        if not hasattr(trt.BuilderFlag, flag):
+            raise ValueError(
+                f"TensorRT {trt.__version__} builds strongly typed networks and has no --{flag.lower()} flag; "
+                f"export the model with --dtype fp16 instead"
+            )
+        flags.append(flag.lower())
+    return flags
 
 
 def build_engine(
@@ -124,85 +153,50 @@ def build_engine(
     workspace_gib: float | None = None,
     force: bool = True,
 ) -> Path:
-    """Build a serialized TensorRT engine (``.plan``) from an exported model; needs TensorRT and a GPU."""
+    """Build a serialized TensorRT engine (``.plan``) from an exported model; needs TensorRT and a GPU.
+
+    The plan and the timing cache are written atomically (the cache is merged in a temporary copy)."""
     trt = import_tensorrt(prefer=("tensorrt",))
     require_gpu()
     check_plugin_libs(onnx_path, plugin_libs)
-    logger = trt.Logger(trt.Logger.WARNING)
-    builder, network = parse_network(trt, onnx_path, logger, plugin_libs)
-    config = builder.create_builder_config()
-    for wanted, flag in ((fp16, "FP16"), (bf16, "BF16")):
-        if not wanted:
-            continue
-        if not hasattr(trt.BuilderFlag, flag):
-            raise ValueError(
-                f"TensorRT {trt.__version__} builds strongly typed networks and has no --{flag.lower()} flag; "
-                f"export the model with --dtype fp16 instead"
-            )
-        config.set_flag(getattr(trt.BuilderFlag, flag))
-    if workspace_gib:
-        config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
-    add_batch_profile(builder, network, config, min_batch, opt_batch, max_batch)
-    cache = None
-    if timing_cache is not None and Path(timing_cache).is_file():
-        cache = config.create_timing_cache(Path(timing_cache).read_bytes())
-    else:
-        cache = config.create_timing_cache(b"")
-    config.set_timing_cache(cache, ignore_mismatch=False)
-    serialized = builder.build_serialized_network(network, config)
-    if serialized is None:
-        raise RuntimeError(f"TensorRT could not build an engine from {onnx_path} (see the log above)")
-    with atomic_path(plan_path, force=force) as temp:
-        temp.write_bytes(bytes(serialized))
-    if timing_cache is not None:
-        with atomic_path(timing_cache) as temp:
-            temp.write_bytes(bytes(config.get_timing_cache().serialize()))
+    flags = _precision_flags(trt, fp16, bf16)
+    parsed = parse_network(trt, onnx_path, plugin_libs)
+    profiles = batch_profiles(trt, parsed[1], min_batch, opt_batch, max_batch)
+    with atomic_path(plan_path, force=force) as plan_temp, contextlib.ExitStack() as stack:
+        cache_temp = None
+        if timing_cache is not None:
+            # Polygraphy merges the cache under a lock file beside it: work on a copy in a private
+            # folder and move it over the real one only once the engine is built.
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".sta_timing_", dir=writable_folder(timing_cache))))
+            cache_temp = scratch / Path(timing_cache).name
+            if Path(timing_cache).is_file():
+                shutil.copyfile(timing_cache, cache_temp)
+        engine = serialize_engine(trt, parsed, onnx_path, profiles=profiles, precision_flags=flags, workspace_gib=workspace_gib, timing_cache=cache_temp)
+        plan_temp.write_bytes(engine)
+        if cache_temp is not None:
+            os.replace(cache_temp, timing_cache)
     return Path(plan_path)
 
 
 class EngineRunner:
-    """Runs a serialized engine on CUDA tensors (torch) with TensorRT's name-based I/O API."""
+    """Runs a serialized engine through Polygraphy's ``TrtRunner``: numpy clips in, numpy outputs out."""
 
     def __init__(self, plan_path, plugin_libs=()):
         trt = import_tensorrt(prefer=("tensorrt",))
         require_gpu()
-        import torch
+        backend = polygraphy_backend(trt)
+        load_plugin_libraries(trt, trt.get_plugin_registry(), plugin_libs)
+        with quiet_polygraphy(f"TensorRT could not deserialize {plan_path} (built with another TensorRT version or GPU?)"):
+            engine = backend.engine_from_bytes(Path(plan_path).read_bytes())
+        self.runner = backend.TrtRunner(engine)
+        self.runner.activate()
+        self.input_name = engine.get_tensor_name(0)
 
-        self.trt = trt
-        self.torch = torch
-        logger = trt.Logger(trt.Logger.WARNING)
-        runtime = trt.Runtime(logger)
-        load_plugin_libraries(trt, runtime.get_plugin_registry(), plugin_libs)
-        self.engine = runtime.deserialize_cuda_engine(Path(plan_path).read_bytes())
-        if self.engine is None:
-            raise RuntimeError(f"TensorRT could not deserialize {plan_path}: built with another TensorRT version or GPU?")
-        self.context = self.engine.create_execution_context()
-        self.names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
+    def run(self, video) -> dict:
+        """video: numpy (B, C, T, H, W) float32 -> dict of numpy outputs (floating outputs as float32)."""
+        with quiet_polygraphy("TensorRT execution failed"):
+            outputs = self.runner.infer({self.input_name: video})
+        return {name: value.astype("float32") if value.dtype.kind == "f" else value for name, value in outputs.items()}
 
-    def _torch_dtype(self, trt_dtype):
-        trt, torch = self.trt, self.torch
-        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32, trt.int64: torch.int64}
-        if hasattr(trt, "bfloat16"):
-            table[trt.bfloat16] = torch.bfloat16
-        return table[trt_dtype]
-
-    def run(self, video):
-        """video: numpy (B, C, T, H, W) float32 -> dict of numpy outputs."""
-        torch, trt = self.torch, self.trt
-        stream = torch.cuda.Stream()
-        outputs = {}
-        inputs = [n for n in self.names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
-        device_input = torch.from_numpy(video).cuda()
-        self.context.set_input_shape(inputs[0], tuple(device_input.shape))
-        self.context.set_tensor_address(inputs[0], device_input.data_ptr())
-        for name in self.names:
-            if name in inputs:
-                continue
-            shape = tuple(self.context.get_tensor_shape(name))
-            buffer = torch.empty(shape, dtype=self._torch_dtype(self.engine.get_tensor_dtype(name)), device="cuda")
-            self.context.set_tensor_address(name, buffer.data_ptr())
-            outputs[name] = buffer
-        if not self.context.execute_async_v3(stream.cuda_stream):
-            raise RuntimeError("TensorRT execution failed")
-        stream.synchronize()
-        return {name: value.float().cpu().numpy() if value.is_floating_point() else value.cpu().numpy() for name, value in outputs.items()}
+    def close(self) -> None:
+        self.runner.deactivate()

@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from ..errors import first_line
-from .trt import add_batch_profile, check_plugin_libs, import_tensorrt, parse_network
+from .trt import batch_profiles, check_plugin_libs, import_tensorrt, parse_network, serialize_engine
 
 CHILD_MARKER = "STA_DEPLOY_TRT_PARSE_CHILD"
 
@@ -43,25 +43,22 @@ class ParseReport:
 def parse_check(onnx_path, *, build: bool = True, plugin_libs=(), batch_profile=(None, None, None)) -> ParseReport:
     """Parse ``onnx_path`` with TensorRT's ONNX parser and (optionally) build an engine in memory.
 
-    Prefers TensorRT-RTX, which needs no GPU.  ``plugin_libs`` are loaded into the builder's plugin
-    registry (``--sta-impl plugin`` exports need ``libsta_stage_select_trt.so``).  A --dynamic-batch
-    export is built for ``batch_profile`` = (min, opt, max) batch, by default 1 / 1 / 8.
+    Prefers TensorRT-RTX, which needs no GPU (or whichever flavour Polygraphy already drives in this
+    process).  ``plugin_libs`` are loaded into TensorRT's plugin registry (``--sta-impl plugin`` exports
+    need ``libsta_stage_select_trt.so``).  A --dynamic-batch export is built for ``batch_profile`` =
+    (min, opt, max) batch, by default 1 / 1 / 8.  Parsing and building go through Polygraphy's loaders.
     """
-    trt = import_tensorrt(prefer=("tensorrt_rtx", "tensorrt"))
+    trt = import_tensorrt(prefer=_preferred_flavours())
     plugin_libs = tuple(str(Path(library).resolve()) for library in plugin_libs)
     check_plugin_libs(onnx_path, plugin_libs)
     if plugin_libs and _rtx_library_link_missing(trt):
         return _parse_check_in_child(onnx_path, build=build, plugin_libs=plugin_libs, batch_profile=batch_profile)
-    logger = trt.Logger(trt.Logger.ERROR)
-    builder, network = parse_network(trt, onnx_path, logger, plugin_libs)
+    parsed = parse_network(trt, onnx_path, plugin_libs)
+    network = parsed[1]
     engine_bytes = None
     if build:
-        config = builder.create_builder_config()
-        add_batch_profile(builder, network, config, *batch_profile)
-        serialized = builder.build_serialized_network(network, config)
-        if serialized is None:
-            raise RuntimeError(f"TensorRT could not build an engine from {onnx_path}")
-        engine_bytes = serialized.nbytes
+        profiles = batch_profiles(trt, network, *batch_profile)
+        engine_bytes = len(serialize_engine(trt, parsed, onnx_path, profiles=profiles))
 
     def describe(tensor):
         return {"name": tensor.name, "shape": list(tensor.shape), "dtype": str(tensor.dtype)}
@@ -81,6 +78,16 @@ def parse_check(onnx_path, *, build: bool = True, plugin_libs=(), batch_profile=
         engine_bytes=engine_bytes,
         plugin_layers=plugin_layers,
     )
+
+
+def _preferred_flavours() -> tuple[str, ...]:
+    """RTX first (no GPU needed), unless Polygraphy already drives standard TensorRT in this process."""
+    if "polygraphy.backend.trt" in sys.modules:
+        from polygraphy import config as polygraphy_config
+
+        if not polygraphy_config.USE_TENSORRT_RTX:
+            return ("tensorrt", "tensorrt_rtx")
+    return ("tensorrt_rtx", "tensorrt")
 
 
 def _rtx_library_folder() -> Path | None:
