@@ -69,17 +69,15 @@ def node_scopes(onnx_path) -> dict[str, str]:
     }
 
 
-def sta_time_share(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int | None = None) -> dict:
-    """Profile ``onnx_path`` on ONNX Runtime and split node time into STA nodes and the rest.
+def node_times(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int | None = None) -> dict[str, tuple[str, float]]:
+    """Node name -> (op type, mean microseconds per run) from ONNX Runtime's profiler.
 
-    Uses ONNX Runtime's profiler with graph optimisations off, so every node keeps the module scope
-    the exporter gave it (``sta_stages.i`` for STA).  Returns microseconds and the STA fraction.
+    Graph optimisations are off, so every node keeps the name and module scope the exporter gave it.
     """
     import onnxruntime as ort
 
     from .runtime.onnxrt import onnx_session
 
-    scopes = node_scopes(onnx_path)
     options = ort.SessionOptions()
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:
@@ -89,24 +87,41 @@ def sta_time_share(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int 
         session.run(None, feed)  # warm-up, excluded below by counting only the last `runs`
         for _ in range(runs):
             session.run(None, feed)
-        profile_path = session.end_profiling()
-        events = json.loads(Path(profile_path).read_text())
-    per_run: dict[str, list[float]] = {}
+        events = json.loads(Path(session.end_profiling()).read_text())
+    durations: dict[str, list[float]] = {}
+    op_types: dict[str, str] = {}
     for event in events:
         if event.get("cat") != "Node" or not event.get("name", "").endswith("_kernel_time"):
             continue
         node = event["name"][: -len("_kernel_time")]
-        per_run.setdefault(node, []).append(float(event["dur"]))
+        durations.setdefault(node, []).append(float(event["dur"]))
+        op_types[node] = event.get("args", {}).get("op_name", "")
+    return {node: (op_types[node], sum(values[-runs:]) / len(values[-runs:])) for node, values in durations.items()}
+
+
+def sta_time_share(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int | None = None) -> dict:
+    """Profile ``onnx_path`` on ONNX Runtime and split node time into STA nodes and the rest.
+
+    STA's nodes are those in the exporter's module scope ``sta_stages.i``.  Returns microseconds and
+    the STA fraction.
+    """
+    scopes = node_scopes(onnx_path)
     sta_us = other_us = 0.0
-    for node, durations in per_run.items():
-        recent = durations[-runs:]
-        mean = sum(recent) / len(recent)
+    for node, (_, mean) in node_times(onnx_path, video, runs=runs, threads=threads).items():
         if STA_SCOPE in scopes.get(node, ""):
             sta_us += mean
         else:
             other_us += mean
     total = sta_us + other_us
     return {"sta_us": sta_us, "other_us": other_us, "sta_fraction": sta_us / total if total else 0.0}
+
+
+def op_type_times(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int | None = None) -> dict[str, float]:
+    """Milliseconds per run spent in each ONNX op type, largest first."""
+    totals: dict[str, float] = {}
+    for op_type, mean in node_times(onnx_path, video, runs=runs, threads=threads).values():
+        totals[op_type] = totals.get(op_type, 0.0) + mean / 1000.0
+    return dict(sorted(totals.items(), key=lambda item: -item[1]))
 
 
 def trtexec_bench(model_path, *, plugin_libs=()) -> dict:

@@ -224,7 +224,16 @@ def _take(values: Tensor, index: Tensor) -> Tensor:
     """values (B, N, C) at index (L,) shared by the batch or (B, L) per sample -> (B, L, C)."""
     if index.dim() == 1:
         return values.index_select(1, index)
-    return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+    batch, length = index.shape
+    if not isinstance(batch, int):
+        # A symbolic batch (--dynamic-batch export): flattening would make a B * N dimension, which
+        # the static-shape check refuses; gather per element instead.
+        return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+    # Whole rows of the flattened batch: one ONNX Gather that copies rows, where a GatherElements
+    # needs the index expanded to (B, L, C) first and reads it element by element.
+    offsets = torch.arange(batch, device=index.device).view(batch, 1) * values.shape[1]
+    rows = values.reshape(-1, values.shape[-1])[(index + offsets).reshape(-1)]
+    return rows.view(batch, length, values.shape[-1])
 
 
 class PatchEmbed3d(nn.Module):
