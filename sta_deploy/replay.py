@@ -271,9 +271,12 @@ class StageSummary:
     not_finite: int = 0
     skipped: int = 0
     largest_near_tie: float = 0.0  # largest relative margin among near-tie clips
+    near_tie_clips: list = field(default_factory=list)
+    mismatch_clips: list = field(default_factory=list)
     first_mismatch: dict | None = None  # {"clip", "group", "margin", "detail"}
     first_not_finite: int | None = None  # clip index
     agreement: float = 1.0  # mean IoU of the backend's kept set and the reference's own choice
+    same_set: int = 0  # clips whose kept set is the reference's own (order aside)
 
     @property
     def agreeing(self) -> float:
@@ -290,13 +293,16 @@ def summarise_stages(per_clip: list, directions) -> list[StageSummary]:
             summary = summaries[check.stage]
             summary.clips += 1
             agreements[check.stage].append(check.agreement)
+            summary.same_set += check.agreement == 1.0
             if check.kind == IDENTICAL:
                 summary.identical += 1
             elif check.kind == NEAR_TIE:
                 summary.near_tie += 1
+                summary.near_tie_clips.append(clip)
                 summary.largest_near_tie = max(summary.largest_near_tie, check.margin)
             elif check.kind == MISMATCH:
                 summary.mismatch += 1
+                summary.mismatch_clips.append(clip)
                 if summary.first_mismatch is None:
                     summary.first_mismatch = {"clip": clip, "group": check.group, "margin": check.margin, "detail": check.detail}
             elif check.kind == NOT_FINITE:
