@@ -208,11 +208,12 @@ class ReplaySelector:
     """A :func:`sta.selection_override` implementation that replays one clip's backend selections.
 
     ``backend_flat[i]``: (K_i,) int64, the backend's kept tokens at stage ``i`` as indices into that
-    stage's input tokens, groups in temporal order, each group's tokens in the backend's order.
+    stage's input tokens, groups in temporal order, each group's tokens in the backend's order
+    (None: the backend's graph has no such selection).
     """
 
     def __init__(self, backend_flat: list, *, ordered: bool, limit: float):
-        self.backend_flat = [torch.as_tensor(flat, dtype=torch.int64).reshape(-1) for flat in backend_flat]
+        self.backend_flat = [None if flat is None else torch.as_tensor(flat, dtype=torch.int64).reshape(-1) for flat in backend_flat]
         self.ordered = ordered
         self.limit = limit
         self.stages: list[StageCheck] = []
@@ -228,6 +229,10 @@ class ReplaySelector:
             self.stages.append(StageCheck(stage, SKIPPED, detail="not replayed: an earlier stage's choice could not be forced"))
             return sta.group_kept_indices(metric_groups, semantic, r, backward)
         flat = self.backend_flat[stage]
+        if flat is None:
+            self.diverged = True
+            self.stages.append(StageCheck(stage, MISMATCH, math.inf, None, f"the graph has no selection of this stage's {num_groups * n} tokens", 0.0))
+            return sta.group_kept_indices(metric_groups, semantic, r, backward)
         if flat.numel() != num_groups * keep:
             self.diverged = True
             self.stages.append(
@@ -326,7 +331,7 @@ def replay_clips(model, clips, selections, *, ordered: bool, limit: float) -> Re
     """The reference on every clip, one at a time, with the backend's selections forced.
 
     ``clips`` (N, C, T, H, W) float32 numpy; ``selections`` one (N, K_i) array per stage (None when the
-    model has no STA: then this is the plain reference, still clip by clip).
+    model has no STA: then this is the plain reference, still clip by clip; a None stage: not found in the graph).
     """
     logits, kept, checks = [], [], []
     for index in range(len(clips)):
@@ -336,7 +341,7 @@ def replay_clips(model, clips, selections, *, ordered: bool, limit: float) -> Re
                 out, positions = model(clip, return_kept=True)
             result = ClipReplay(out[0].float(), [p[0] for p in positions], [])
         else:
-            result = replay_clip(model, clip, [stage[index] for stage in selections], ordered=ordered, limit=limit)
+            result = replay_clip(model, clip, [None if stage is None else stage[index] for stage in selections], ordered=ordered, limit=limit)
         logits.append(result.logits.numpy())
         kept.append([k.numpy() for k in result.kept])
         checks.append(result.stages)

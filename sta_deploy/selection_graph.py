@@ -57,58 +57,74 @@ def _ancestors(name: str, producer: dict) -> set:
     return seen
 
 
-def find_stage_selections(proto, schedule: dict) -> list[str]:
-    """Name of the selection index tensor of every STA stage (see the module docstring).
-
-    ``schedule`` is the manifest's: ``groups``, ``group_sizes`` and ``tokens_per_stage``.
-    Raises ValueError naming the stage when a stage's index cannot be told apart.
-    """
+def _token_gathers(proto, shapes: dict, producer: dict) -> list[tuple[int, str, int]]:
+    """(data token count, index tensor, index token count) of every GatherElements that takes tokens
+    (rank-3 data) with an ``Expand(Unsqueeze(index))`` of a rank-2 int64 index with static sizes."""
     import onnx
 
-    shapes = _tensor_shapes(proto)
-    producer = {output: node for node in proto.graph.node for output in node.output}
-    stage_inputs = [g * n for g, n in zip(schedule["groups"], schedule["group_sizes"])]
-    candidates: list[set] = [set() for _ in stage_inputs]
+    gathers = []
     for node in proto.graph.node:
         if node.op_type != "GatherElements":
             continue
         index = node.input[1]
         while index in producer and producer[index].op_type in _PASS_THROUGH:
             index = producer[index].input[0]
-        data_type, data_dims = shapes.get(node.input[0], (None, None))
+        _, data_dims = shapes.get(node.input[0], (None, None))
         index_type, index_dims = shapes.get(index, (None, None))
         if index == node.input[1] or not data_dims or not index_dims or len(data_dims) != 3 or len(index_dims) != 2:
             continue
-        if index_type != onnx.TensorProto.INT64:
-            continue
-        for stage, (tokens_in, kept) in enumerate(zip(stage_inputs, schedule["tokens_per_stage"])):
-            if data_dims[1] == tokens_in and index_dims[1] == kept:
-                candidates[stage].add(index)
+        if index_type == onnx.TensorProto.INT64 and isinstance(data_dims[1], int) and isinstance(index_dims[1], int):
+            gathers.append((data_dims[1], index, index_dims[1]))
+    return gathers
+
+
+def _roots(found: set, producer: dict) -> list[str]:
+    """The candidates not computed from another candidate (Swin's blocks gather with indices derived from the selection)."""
+    return sorted(name for name in found if not (_ancestors(name, producer) & (found - {name})))
+
+
+def find_stage_selections(proto, schedule: dict) -> list:
+    """Name of the selection index tensor of every STA stage (see the module docstring), None where absent.
+
+    ``schedule`` is the manifest's (``groups``, ``group_sizes``, ``tokens_per_stage``).  A stage's
+    gather is matched on its input and kept token counts; failing that, on its input count alone,
+    so that a graph keeping a wrong number of tokens is still read (and then failed by the replay);
+    the stages after such a stage, whose input counts differ, come back None.
+    Raises ValueError if a stage has several exact candidates (a graph this reader does not understand).
+    """
+    shapes = _tensor_shapes(proto)
+    producer = {output: node for node in proto.graph.node for output in node.output}
+    gathers = _token_gathers(proto, shapes, producer)
     names = []
-    for stage, found in enumerate(candidates):
-        roots = [name for name in found if not (_ancestors(name, producer) & (found - {name}))]
-        if len(roots) != 1:
+    for stage, (groups, n, kept) in enumerate(zip(schedule["groups"], schedule["group_sizes"], schedule["tokens_per_stage"])):
+        exact = _roots({index for tokens, index, count in gathers if tokens == groups * n and count == kept}, producer)
+        if len(exact) > 1:
             raise ValueError(
-                f"cannot find STA stage {stage}'s token selection in the graph ({len(roots)} candidates for a "
-                f"{stage_inputs[stage]} -> {schedule['tokens_per_stage'][stage]} token gather); re-export the model with sta-deploy export"
+                f"cannot tell STA stage {stage}'s token selection from {len(exact) - 1} other gather(s) of {groups * n} -> {kept} tokens "
+                "in the graph; re-export the model with sta-deploy export"
             )
-        names.append(roots[0])
+        # A selection takes fewer tokens than it sees; more than one such gather: cannot say which.
+        fewer = _roots({index for tokens, index, count in gathers if tokens == groups * n and count < tokens}, producer)
+        names.append(exact[0] if exact else (fewer[0] if len(fewer) == 1 else None))
     return names
 
 
-def add_selection_outputs(proto, schedule: dict) -> list[str]:
-    """Make every stage's selection a graph output of ``proto`` (in place); returns the output names."""
+def add_selection_outputs(proto, schedule: dict) -> list:
+    """Add output ``sta_selection_stage{i}`` (an Identity of stage i's selection) to ``proto``, in place.
+
+    Returns the output names stage by stage, None where a stage's selection is not in the graph.
+    """
     import onnx
 
-    existing = {output.name for output in proto.graph.output}
     names = []
     for stage, tensor in enumerate(find_stage_selections(proto, schedule)):
-        if tensor not in existing:  # Swin's kept_stage outputs are the selection itself
-            alias = SELECTION_OUTPUT.format(stage)
-            proto.graph.node.append(onnx.helper.make_node("Identity", [tensor], [alias], name=f"{alias}_identity"))
-            proto.graph.output.append(onnx.helper.make_tensor_value_info(alias, onnx.TensorProto.INT64, None))
-            tensor = alias
-        names.append(tensor)
+        if tensor is None:
+            names.append(None)
+            continue
+        alias = SELECTION_OUTPUT.format(stage)
+        proto.graph.node.append(onnx.helper.make_node("Identity", [tensor], [alias], name=f"{alias}_identity"))
+        proto.graph.output.append(onnx.helper.make_tensor_value_info(alias, onnx.TensorProto.INT64, None))
+        names.append(alias)
     return names
 
 

@@ -296,10 +296,10 @@ def _backend_outputs(path, manifest: dict, data: np.ndarray, session, providers)
     pruned = manifest["r1"] > 0
     if session is not None:
         present = {o.name for o in session.get_outputs()}
-        names = [n for n in (SELECTION_OUTPUT.format(i) for i in range(3)) if n in present] or None
-        if pruned and names is None:
+        names = [name if name in present else None for name in map(SELECTION_OUTPUT.format, range(3))]
+        if pruned and not any(names):
             raise ValueError("validate_onnx(session=...) needs a session of the graph with its selection outputs; pass providers= instead")
-        return run_session(session, manifest, data), names, session.get_providers()[0]
+        return run_session(session, manifest, data), names if pruned else None, session.get_providers()[0]
     if not pruned:
         session = onnx_session(path, providers=providers)
         return run_session(session, manifest, data), None, session.get_providers()[0]
@@ -329,7 +329,7 @@ def validate_onnx(path, *, checkpoint=None, clips: int = 4, inputs=None, seed: i
         save_polygraphy_data(model, manifest, data, inputs_path=save_inputs, outputs_path=save_outputs)
     outputs, selection_names, provider = _backend_outputs(path, manifest, data, session, providers)
     tol = {**TOLERANCES[manifest["dtype"]], **{k: v for k, v in (tolerances or {}).items() if v is not None}}
-    selections = [outputs[name] for name in selection_names] if selection_names else None
+    selections = [None if name is None else outputs[name] for name in selection_names] if selection_names else None
     replay = replay_clips(model, data, selections, ordered=manifest["family"] == "vit", limit=tol["margin"])
     backend_kept = _kept_outputs(outputs)
     # Unpruned (no selection to replay): the kept outputs are compared as sets, as before the replay.
