@@ -132,22 +132,27 @@ def _forced_order(backend: list, reference_full: list, *, ordered: bool, forceab
 
 
 def _first_group(metric: Tensor, backend: list, keep: int, *, ordered: bool, limit: float) -> tuple[list, GroupCheck, list]:
-    """The image-style first group: B tokens (odd positions) in order, then A tokens by ascending best similarity."""
+    """The image-style first group: B tokens (odd positions) in order, then A tokens by ascending best similarity.
+
+    The B part is fixed (no score decides it), so any difference there is a mismatch; the A part is judged
+    on the similarities :func:`sta.image_style_order` ranks by.
+    Returns ``(full order to continue from, check, the reference's own kept tokens)``.
+    """
     n = metric.shape[1]
     reference_full = sta.image_style_order(metric)[0].tolist()
-    b_tokens = list(range(1, n, 2))
-    fixed = b_tokens[: min(keep, len(b_tokens))]
-    head = backend[: len(fixed)] if ordered else sorted(t for t in backend if t % 2 == 1)[: len(fixed)]
-    if head != fixed or (not ordered and len([t for t in backend if t % 2 == 1]) != len(fixed)):
-        what = "in order" if ordered else ""
-        check = GroupCheck(MISMATCH, math.inf, f"the first {len(fixed)} kept tokens must be the odd-position (B) tokens {what}".rstrip())
-        check.forceable = len(set(backend)) == len(backend) and all(0 <= t < n for t in backend)
+    fixed = list(range(1, n, 2))[:keep]
+    chosen_b = [t for t in backend if t % 2 == 1]
+    fixed_ok = backend[: len(fixed)] == fixed if ordered else sorted(chosen_b) == fixed
+    if not fixed_ok:
+        valid = len(set(backend)) == len(backend) and all(0 <= t < n for t in backend)
+        detail = f"the first {len(fixed)} kept tokens must be the odd-position (B) tokens" + (" in order" if ordered else "")
+        check = GroupCheck(MISMATCH, math.inf, detail, forceable=valid)
     else:
         similarity = metric[:, 0::2] @ metric[:, 1::2].transpose(-1, -2)  # what image_style_order ranks A by
         values = torch.full((n,), math.inf, dtype=torch.float64)
         values[0::2] = similarity.amax(dim=-1)[0].double()
-        rest = [t for t in backend if t not in set(fixed)] if not ordered else backend[len(fixed) :]
-        check = judge_choice(values, list(range(0, n, 2)), rest, reference_full[len(fixed) : keep], ordered=ordered, limit=limit)
+        chosen_a = backend[len(fixed) :] if ordered else [t for t in backend if t % 2 == 0]
+        check = judge_choice(values, list(range(0, n, 2)), chosen_a, reference_full[len(fixed) : keep], ordered=ordered, limit=limit)
     forced = _forced_order(backend, reference_full, ordered=ordered, forceable=check.forceable)
     return forced, check, reference_full[:keep]
 
