@@ -19,6 +19,7 @@ The copy lives in memory and in a scratch folder; the user's file is never touch
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 SELECTION_OUTPUT = "sta_selection_stage{}"
@@ -128,10 +129,21 @@ def add_selection_outputs(proto, schedule: dict) -> list:
     return names
 
 
+def _place_beside(source: Path, target: Path) -> None:
+    if target.exists():
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        os.link(source, target)
+    except OSError:  # another file system, or links not allowed
+        shutil.copyfile(source, target)
+
+
 def write_selection_model(path, schedule: dict, folder) -> tuple[Path, list[str]]:
     """A copy of the ONNX model at ``path`` with the selection outputs, written into ``folder``.
 
-    External weight files are linked (not copied) into ``folder`` so the copy reads the same data.
+    External weight files are hard-linked (copied across file systems) into ``folder``: ONNX Runtime
+    refuses data paths that leave the model's folder, symbolic links included.
     Returns the copy's path and the selection output names, stage by stage.
     """
     import onnx
@@ -143,10 +155,7 @@ def write_selection_model(path, schedule: dict, folder) -> tuple[Path, list[str]
     for tensor in proto.graph.initializer:
         if uses_external_data(tensor):
             location = next(entry.value for entry in tensor.external_data if entry.key == "location")
-            link = folder / location
-            if not link.exists():
-                link.parent.mkdir(parents=True, exist_ok=True)
-                os.symlink((path.parent / location).resolve(), link)
+            _place_beside(path.parent / location, folder / location)
     copy = folder / path.name
     onnx.save(proto, str(copy))
     return copy, names
