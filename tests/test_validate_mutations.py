@@ -9,6 +9,7 @@ backward over 4, stage 2 forward over 2), validated on 2 seeded clips.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import shutil
 
@@ -219,3 +220,23 @@ def test_cli_names_the_stage_in_one_line(correct, tmp_path):
     line = error_line(err, only_line=True)
     assert line.startswith("sta-deploy: error: validation failed: stage 0 (forward): 1 of 1 clip(s) keep tokens the reference would not")
     assert "kept tokens stage 0 (forward)   0 identical, 0 near-tie, 1 mismatch" in out
+
+
+@pytest.mark.skipif(importlib.util.find_spec("onnxruntime_extensions") is None or shutil.which("cmake") is None, reason="plugin graphs on ONNX Runtime need onnxruntime-extensions and cmake")
+def test_plugin_node_with_the_wrong_direction(tmp_path):
+    """--sta-impl plugin: the STAStageSelect node of stage 1 told to walk forward."""
+    from sta_deploy.plugin_names import PLUGIN_OP_TYPE
+
+    model = sta_deploy.create_model("vit_s", r1=R1, seed=0, **TINY)
+    plugin = export_onnx(model, tmp_path / "plugin.onnx", sta_impl="plugin").path
+    assert validate_onnx(plugin, clips=1).passed
+
+    def forward(proto):
+        node = [n for n in proto.graph.node if n.op_type == PLUGIN_OP_TYPE][1]
+        attribute = next(a for a in node.attribute if a.name == "backward")
+        assert attribute.i == 1
+        attribute.i = 0
+
+    (tmp_path / "bug").mkdir()
+    report = validate_onnx(mutated(plugin, tmp_path / "bug", forward), clips=1)
+    assert_fails_at(report, 1)
