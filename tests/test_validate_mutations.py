@@ -208,6 +208,19 @@ def append_to_logits(model, op: str, value) -> None:
     model.graph.node.append(helper.make_node(op, ["logits_before", "mutation_value"], ["logits"], name="mutation"))
 
 
+def test_kept_output_that_lies_about_the_kept_tokens(correct, tmp_path):
+    """kept_stage1 shifted by one position while the graph itself keeps the right tokens."""
+
+    def shift_output(model):
+        producer = next(n for n in model.graph.node if "kept_stage1" in n.output)
+        producer.output[list(producer.output).index("kept_stage1")] = "kept_stage1_before"
+        model.graph.initializer.append(numpy_helper.from_array(np.array(1, dtype=np.int64), "one"))
+        model.graph.node.append(helper.make_node("Add", ["kept_stage1_before", "one"], ["kept_stage1"], name="shift_kept"))
+
+    report = validate_onnx(mutated(correct, tmp_path, shift_output), clips=CLIPS)
+    assert report.failures == ["kept_stage1 output is not the set of tokens the graph kept at stage 1 (clips 0, 1)"]
+
+
 def test_cli_names_the_stage_in_one_line(correct, tmp_path):
     proto = onnx.load(str(correct))
     name = score_topks(proto, 0)[0].name
