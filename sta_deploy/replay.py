@@ -234,15 +234,14 @@ class ReplaySelector:
             self.stages.append(StageCheck(stage, SKIPPED, detail="not replayed: an earlier stage's choice could not be forced"))
             return sta.group_kept_indices(metric_groups, semantic, r, backward)
         flat = self.backend_flat[stage]
-        if flat is None:
+        if flat is None or flat.numel() != num_groups * keep:
+            # Nothing to force: the reference goes on with its own choice, and later stages are not replayed.
             self.diverged = True
-            self.stages.append(StageCheck(stage, MISMATCH, math.inf, None, f"the graph has no selection of this stage's {num_groups * n} tokens", 0.0))
-            return sta.group_kept_indices(metric_groups, semantic, r, backward)
-        if flat.numel() != num_groups * keep:
-            self.diverged = True
-            self.stages.append(
-                StageCheck(stage, MISMATCH, math.inf, None, f"the backend keeps {flat.numel()} tokens, the schedule {num_groups} groups x {keep} = {num_groups * keep}", 0.0)
-            )
+            if flat is None:
+                detail = f"the graph has no selection of this stage's {num_groups * n} tokens"
+            else:
+                detail = f"the backend keeps {flat.numel()} tokens, the schedule {num_groups} groups x {keep} = {num_groups * keep}"
+            self.stages.append(StageCheck(stage, MISMATCH, math.inf, None, detail, 0.0))
             return sta.group_kept_indices(metric_groups, semantic, r, backward)
         backend_groups = flat.view(num_groups, keep) - (torch.arange(num_groups) * n).view(-1, 1)
         forced, checks, own = replay_groups(metric_groups, semantic, r, backward, backend_groups, ordered=self.ordered, limit=self.limit)

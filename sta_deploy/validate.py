@@ -309,7 +309,9 @@ def _backend_outputs(path, manifest: dict, data: np.ndarray, session, providers)
         return run_session(session, manifest, data), names, session.get_providers()[0]
 
 
-def validate_onnx(path, *, checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, session=None, providers=None, save_inputs=None, save_outputs=None) -> ValidationReport:
+def validate_onnx(
+    path, *, checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, session=None, providers=None, save_inputs=None, save_outputs=None
+) -> ValidationReport:
     """Validate ``path`` on ONNX Runtime against the PyTorch model its manifest describes.
 
     The backend's token choices are replayed in the reference (sta_deploy.replay): near-ties may
@@ -334,7 +336,8 @@ def validate_onnx(path, *, checkpoint=None, clips: int = 4, inputs=None, seed: i
     backend_kept = _kept_outputs(outputs)
     # Unpruned (no selection to replay): the kept outputs are compared as sets, as before the replay.
     plain_kept = (replay.kept, backend_kept) if selections is None and backend_kept is not None else (None, None)
-    report = compare_outputs(replay.logits, outputs["logits"], *plain_kept, dtype=manifest["dtype"], backend=f"onnxruntime ({provider})", tolerances=tol)
+    backend = f"onnxruntime ({provider})"
+    report = compare_outputs(replay.logits, outputs["logits"], *plain_kept, dtype=manifest["dtype"], backend=backend, tolerances=tol)
     if selections is not None:
         judge_replay(report, summarise_stages(replay.checks, manifest["schedule"]["directions"]))
         if backend_kept is not None:

@@ -235,7 +235,10 @@ def test_cli_names_the_stage_in_one_line(correct, tmp_path):
     assert "kept tokens stage 0 (forward)   0 identical, 0 near-tie, 1 mismatch" in out
 
 
-@pytest.mark.skipif(importlib.util.find_spec("onnxruntime_extensions") is None or shutil.which("cmake") is None, reason="plugin graphs on ONNX Runtime need onnxruntime-extensions and cmake")
+NO_PLUGIN_RUNTIME = importlib.util.find_spec("onnxruntime_extensions") is None or shutil.which("cmake") is None
+
+
+@pytest.mark.skipif(NO_PLUGIN_RUNTIME, reason="plugin graphs on ONNX Runtime need onnxruntime-extensions and cmake")
 def test_plugin_node_with_the_wrong_direction(tmp_path):
     """--sta-impl plugin: the STAStageSelect node of stage 1 told to walk forward."""
     from sta_deploy.plugin_names import PLUGIN_OP_TYPE
