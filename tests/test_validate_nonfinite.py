@@ -15,7 +15,7 @@ import torch
 import sta_deploy
 from sta_deploy.validate import compare_outputs, validate_onnx
 
-from test_export_helpers import TINY, TINY_ARGS, error_line, run_cli
+from test_export_helpers import TINY, error_line, run_cli
 
 
 @pytest.fixture(autouse=True)
