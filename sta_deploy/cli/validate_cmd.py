@@ -25,10 +25,10 @@ from .options import json_option
 def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine, plugin_libs, save_inputs, save_outputs, as_json):
     """Compare ONNX Runtime (or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
 
-    The backend's token choices are replayed in the reference stage by stage: swaps of near-tied
+    ONNX Runtime's token choices are replayed in the reference stage by stage: swaps of near-tied
     scores (within a rounding margin: fp32 1e-5, fp16 2e-2, int8 1e-1 relative) pass, real
-    mismatches fail.  Exits 1 on a real mismatch, logits beyond tolerance (fp32: max |diff| 1e-4,
-    top-1 100%) or any NaN/inf.
+    mismatches fail (--engine: kept sets are compared as sets, without the replay).  Exits 1 on a
+    real mismatch, logits beyond tolerance (fp32: max |diff| 1e-4, top-1 100%) or any NaN/inf.
     """
     from pathlib import Path
 
