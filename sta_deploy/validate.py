@@ -1,23 +1,27 @@
-"""Compare a backend's outputs (ONNX Runtime, a TensorRT engine) with the PyTorch reference that the
-export's manifest describes."""
+"""Compare an exported model's outputs with the PyTorch reference that the manifest describes."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from ._io import sha256_file
+from .replay import ROUNDING_MARGINS
+from .runtime.batching import kept_outputs
 from .runtime.pytorch import run_model
 
 # fp16 graphs keep STA's scores in fp32, but fp16 activations move logits by ~1e-3 and can flip
 # near-tied token choices; these thresholds are what a healthy fp16 export meets on random weights.
+# "kept": the smallest fraction of clips whose kept tokens are the reference's (up to near-ties) at
+# every stage; "margin": the largest relative score gap a near-tie swap may span (sta_deploy.replay).
 TOLERANCES = {
-    "fp32": {"max_abs": 1e-4, "top1": 1.0, "kept": 1.0, "cosine": 0.99999},
-    "fp16": {"max_abs": 5e-2, "top1": 0.9, "kept": 0.9, "cosine": 0.999},
+    "fp32": {"max_abs": 1e-4, "top1": 1.0, "kept": 1.0, "cosine": 0.99999, "margin": ROUNDING_MARGINS["fp32"]},
+    "fp16": {"max_abs": 5e-2, "top1": 0.9, "kept": 0.9, "cosine": 0.999, "margin": ROUNDING_MARGINS["fp16"]},
     # int8 dynamic quantization: weights and activations of the blocks' products in 8 bits.
-    "int8": {"max_abs": 5e-1, "top1": 0.75, "kept": 0.75, "cosine": 0.99},
+    "int8": {"max_abs": 5e-1, "top1": 0.75, "kept": 0.75, "cosine": 0.99, "margin": ROUNDING_MARGINS["int8"]},
 }
 
 
@@ -34,13 +38,17 @@ class ValidationReport:
     kept_exact: list[float] = field(default_factory=list)  # fraction of clips with identical kept sets
     tolerances: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
+    # Replay verdict per stage (sta_deploy.replay.StageSummary as a dict): clips identical / near-tie
+    # only (largest margin) / real mismatches (first clip, group, margin).  Empty without a replay.
+    stages: list[dict] = field(default_factory=list)
 
     @property
     def passed(self) -> bool:
         return not self.failures
 
     def as_dict(self) -> dict:
-        data = asdict(self)
+        """Plain JSON types; NaN and inf (a non-finite logit, an impossible selection) become None."""
+        data = _finite_or_none(asdict(self))
         data["passed"] = self.passed
         return data
 
@@ -53,29 +61,50 @@ class ValidationReport:
             ("top-1 agreement", f"{self.top1:.1%}", f">= {t['top1']:.0%}"),
             ("top-5 agreement", f"{self.top5:.1%}", ""),
         ]
-        for stage, (iou, exact) in enumerate(zip(self.kept, self.kept_exact)):
-            rows.append((f"kept set stage {stage}", f"{iou:.2%} (exact {exact:.0%})", f">= {t['kept']:.0%}"))
+        if self.stages:
+            rows += _stage_rows(self.stages, t)
+        else:
+            for stage, (iou, exact) in enumerate(zip(self.kept, self.kept_exact)):
+                rows.append((f"kept set stage {stage}", f"{iou:.2%} (exact {exact:.0%})", f">= {t['kept']:.0%}"))
         width = max(len(r[0]) for r in rows)
-        lines = [f"{self.backend} vs PyTorch on {self.clips} clips", f"{'metric':<{width}}  {'value':<24} threshold"]
-        lines += [f"{name:<{width}}  {value:<24} {limit}" for name, value, limit in rows]
+        value_width = max(24, *(len(r[1]) for r in rows))
+        lines = [f"{self.backend} vs PyTorch on {self.clips} clips", f"{'metric':<{width}}  {'value':<{value_width}} threshold"]
+        lines += [f"{name:<{width}}  {value:<{value_width}} {limit}".rstrip() for name, value, limit in rows]
         lines.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
         return "\n".join(lines)
+
+
+def _finite_or_none(value):
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite_or_none(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_finite_or_none(item) for item in value]
+    return value
+
+
+def _stage_rows(stages: list[dict], tol: dict) -> list[tuple[str, str, str]]:
+    """Table rows of the replay verdict: one per stage, plus its largest near-tie and first mismatch."""
+    rows = []
+    limit = f"swaps within {tol['margin']:.0e}" + (f", >= {tol['kept']:.0%} of clips" if tol["kept"] < 1 else "")
+    for s in stages:
+        counts = f"{s['identical']} identical, {s['near_tie']} near-tie, {s['mismatch']} mismatch"
+        if s["not_finite"] or s["skipped"]:
+            counts += f", {s['not_finite'] + s['skipped']} not judged"
+        rows.append((f"kept tokens stage {s['stage']} ({s['direction']})", counts, limit))
+        if s["near_tie"]:
+            rows.append(("  largest near-tie margin", f"{s['largest_near_tie']:.1e}", f"<= {tol['margin']:.0e}"))
+        if s["first_mismatch"]:
+            first = s["first_mismatch"]
+            where = f"clip {first['clip']}" + (f", group {first['group']}" if first["group"] is not None else "")
+            rows.append(("  first mismatch", f"{where}, margin {first['margin']:.1e}", ""))
+    return rows
 
 
 def seeded_clips(count: int, input_shape, seed: int = 0) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return rng.standard_normal((count, *input_shape), dtype=np.float32)
-
-
-def validation_clips(input_shape, clips: int, inputs, seed: int) -> np.ndarray:
-    """``clips`` seeded random clips followed by the clips of the ``inputs`` .npy file, if given."""
-    input_shape = tuple(input_shape)
-    batches = [seeded_clips(clips, input_shape, seed)] if clips > 0 else []
-    if inputs is not None:
-        batches.append(load_clips(inputs, input_shape))
-    if not batches:
-        raise ValueError("nothing to validate: --clips is 0 and no --inputs given")
-    return np.concatenate(batches)
 
 
 def load_clips(path, input_shape) -> np.ndarray:
@@ -101,17 +130,22 @@ def _topk(logits: np.ndarray, k: int) -> np.ndarray:
 
 
 def compare_outputs(reference_logits, backend_logits, reference_kept=None, backend_kept=None, *, dtype="fp32", backend="onnxruntime", tolerances=None) -> ValidationReport:
-    """Metrics and pass/fail of one backend's outputs against the reference's."""
+    """Metrics and pass/fail of one backend's outputs against the reference's.
+
+    Every threshold is checked so that NaN fails it, and non-finite logits on either side are named.
+    """
     tol = dict(TOLERANCES[dtype])
     tol.update({k: v for k, v in (tolerances or {}).items() if v is not None})
     ref = np.asarray(reference_logits, dtype=np.float64)
     got = np.asarray(backend_logits, dtype=np.float64)
     diff = np.abs(ref - got)
-    cosine = float(np.mean(np.sum(ref * got, -1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1) + 1e-30)))
+    with np.errstate(invalid="ignore"):
+        cosine = float(np.mean(np.sum(ref * got, -1) / (np.linalg.norm(ref, axis=-1) * np.linalg.norm(got, axis=-1) + 1e-30)))
     top1 = float(np.mean(_topk(ref, 1)[:, 0] == _topk(got, 1)[:, 0]))
     ref5, got5 = _topk(ref, 5), _topk(got, 5)
     top5 = float(np.mean([len(set(a) & set(b)) / len(a) for a, b in zip(ref5, got5)]))
     report = ValidationReport(backend, ref.shape[0], float(diff.max()), float(diff.mean()), cosine, top1, top5, tolerances=tol)
+    report.failures += _non_finite_failures(ref, got)
     if reference_kept is not None and backend_kept is not None:
         for ref_stage, got_stage in zip(reference_kept, backend_kept):
             ious, exact = [], []
@@ -121,16 +155,75 @@ def compare_outputs(reference_logits, backend_logits, reference_kept=None, backe
                 exact.append(sa == sb)
             report.kept.append(float(np.mean(ious)))
             report.kept_exact.append(float(np.mean(exact)))
-    if report.max_abs > tol["max_abs"]:
+    # `not <=` rather than `>`: a NaN fails every threshold.
+    if not report.max_abs <= tol["max_abs"]:
         report.failures.append(f"max |diff| {report.max_abs:.2e} > {tol['max_abs']:.0e}")
-    if report.cosine < tol["cosine"]:
+    if not report.cosine >= tol["cosine"]:
         report.failures.append(f"cosine {report.cosine:.6f} < {tol['cosine']}")
-    if report.top1 < tol["top1"]:
+    if not report.top1 >= tol["top1"]:
         report.failures.append(f"top-1 agreement {report.top1:.1%} < {tol['top1']:.0%}")
     for stage, iou in enumerate(report.kept):
-        if iou < tol["kept"]:
+        if not iou >= tol["kept"]:
             report.failures.append(f"kept agreement at stage {stage} {iou:.2%} < {tol['kept']:.0%}")
     return report
+
+
+def _clip_list(mask: np.ndarray) -> str:
+    """'clip 3' or 'clips 0, 1, 2 and 5 more' for the rows of ``mask`` (N, ...) that hold a True."""
+    clips = np.flatnonzero(mask.reshape(len(mask), -1).any(axis=1)).tolist()
+    shown = ", ".join(map(str, clips[:3])) + (f" and {len(clips) - 3} more" if len(clips) > 3 else "")
+    return f"clip{'s' if len(clips) > 1 else ''} {shown}"
+
+
+def _non_finite_failures(reference: np.ndarray, backend: np.ndarray) -> list[str]:
+    """One failure per side whose logits hold NaN or inf, saying where; a non-finite reference is the checkpoint's fault."""
+    failures = []
+    bad = ~np.isfinite(reference)
+    if bad.any():
+        failures.append(
+            f"the PyTorch reference's logits are not finite ({int(bad.sum())} NaN/inf values, {_clip_list(bad)}): "
+            "the checkpoint's weights produce NaN/inf; fix or replace the checkpoint"
+        )
+    bad = ~np.isfinite(backend)
+    if bad.any():
+        failures.append(f"backend logits are not finite ({int(bad.sum())} NaN/inf values, {_clip_list(bad)})")
+    return failures
+
+
+def judge_replay(report: ValidationReport, summaries) -> None:
+    """Add the replay's per-stage verdict (sta_deploy.replay.summarise_stages) and its failures to ``report``."""
+    tol = report.tolerances
+    report.stages = [{**asdict(s), "agreeing": s.agreeing} for s in summaries]
+    report.kept = [s.agreement for s in summaries]
+    report.kept_exact = [s.same_set / max(s.clips, 1) for s in summaries]
+    for s in summaries:
+        name = f"stage {s.stage} ({s.direction})"
+        if s.not_finite:
+            report.failures.append(
+                f"{name}: the PyTorch reference's STA scores are not finite (clip {s.first_not_finite}): "
+                "the checkpoint's weights produce NaN/inf; fix or replace the checkpoint"
+            )
+        if s.mismatch and not s.agreeing >= tol["kept"]:
+            first = s.first_mismatch
+            group = f", group {first['group']}" if first["group"] is not None else ""
+            detail = f": {first['detail']}" if first["detail"] else ""
+            report.failures.append(
+                f"{name}: {s.mismatch} of {s.clips} clip(s) keep tokens the reference would not, beyond the rounding margin "
+                f"(first: clip {first['clip']}{group}{detail}; margin {first['margin']:.2e} > {tol['margin']:.0e})"
+            )
+
+
+def check_kept_outputs(report: ValidationReport, backend_kept, replay) -> None:
+    """The export's kept_stage* outputs must be the tokens its graph kept (the replayed reference's, once forced)."""
+    for stage, (got, want) in enumerate(zip(backend_kept, replay.kept)):
+        if got.shape != want.shape:
+            report.failures.append(f"kept_stage{stage} output has shape {got.shape}, the reference's kept tokens {want.shape}")
+            continue
+        # Where a stage could not be forced, the reference kept other tokens: the replay has failed it already.
+        judged = np.array([len(checks) <= stage or checks[stage].kind in ("identical", "near-tie") for checks in replay.checks])
+        differs = judged & np.any(np.sort(got, axis=-1) != want, axis=-1)
+        if differs.any():
+            report.failures.append(f"kept_stage{stage} output is not the set of tokens the graph kept at stage {stage} ({_clip_list(differs)})")
 
 
 def check_model_file(path, manifest: dict) -> None:
@@ -140,26 +233,85 @@ def check_model_file(path, manifest: dict) -> None:
         raise ValueError(f"{path} changed since export (sha256 differs from its manifest); re-export it or restore the file")
 
 
-def validate_onnx(path, *, checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, session=None, providers=None) -> ValidationReport:
-    """Validate ``path`` on ONNX Runtime against the PyTorch model its manifest describes."""
+def validation_clips(input_shape, clips: int, inputs, seed: int) -> np.ndarray:
+    """``clips`` seeded random clips followed by the clips of the ``inputs`` .npy file, if given."""
+    input_shape = tuple(input_shape)
+    batches = [seeded_clips(clips, input_shape, seed)] if clips > 0 else []
+    if inputs is not None:
+        batches.append(load_clips(inputs, input_shape))
+    if not batches:
+        raise ValueError("nothing to validate: --clips is 0 and no --inputs given")
+    return np.concatenate(batches)
+
+
+def _backend_outputs(path, manifest: dict, data: np.ndarray, session, providers):
+    """The backend's outputs on ``data`` and the names of its per-stage selection outputs (None without STA).
+
+    Without a ``session`` the graph is run from a scratch copy with the selection outputs added
+    (sta_deploy.selection_graph); a given ``session`` must already have them.
+    """
+    import tempfile
+
+    from .export.selection_graph import SELECTION_OUTPUT, write_selection_model
+    from .runtime.onnxrt import onnx_session, run_session
+
+    pruned = manifest["r1"] > 0
+    if session is not None:
+        present = {o.name for o in session.get_outputs()}
+        names = [name if name in present else None for name in map(SELECTION_OUTPUT.format, range(3))]
+        if pruned and not any(names):
+            raise ValueError("validate_onnx(session=...) needs a session of the graph with its selection outputs; pass providers= instead")
+        return run_session(session, manifest, data), names if pruned else None, session.get_providers()[0]
+    if not pruned:
+        session = onnx_session(path, providers=providers)
+        return run_session(session, manifest, data), None, session.get_providers()[0]
+    with tempfile.TemporaryDirectory(prefix="sta-deploy-validate-") as scratch:
+        copy, names = write_selection_model(path, manifest["schedule"], scratch)
+        session = onnx_session(copy, providers=providers)
+        return run_session(session, manifest, data), names, session.get_providers()[0]
+
+
+def validate_onnx(
+    path, *, checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, session=None, providers=None, save_inputs=None, save_outputs=None
+) -> ValidationReport:
+    """Validate ``path`` on ONNX Runtime against the PyTorch model its manifest describes.
+
+    The backend's token choices are replayed in the reference (sta_deploy.replay): near-ties may
+    differ, real mismatches, logits beyond tolerance and non-finite values fail.  ``save_inputs`` /
+    ``save_outputs``: also write the clips and the plain reference's outputs as Polygraphy JSON.
+    """
     from .export.manifest import read_manifest, rebuild_reference
-    from .runtime.onnxrt import onnx_session, run_clips
+    from .replay import replay_clips, summarise_stages
 
     manifest = read_manifest(path)
     check_model_file(path, manifest)
     model = rebuild_reference(manifest, checkpoint)
     data = validation_clips(model.config.input_shape, clips, inputs, seed)
-    session = session or onnx_session(path, providers=providers)
-    got_logits, got_kept = run_clips(session, manifest, data)
-    ref_logits, ref_kept = run_model(model, data, got_kept is not None)
-    backend = f"onnxruntime ({session.get_providers()[0]})"
-    return compare_outputs(ref_logits, got_logits, ref_kept, got_kept, dtype=manifest["dtype"], backend=backend, tolerances=tolerances)
+    if save_inputs is not None or save_outputs is not None:
+        from .runtime.polygraphy_io import save_polygraphy_data
+
+        save_polygraphy_data(model, manifest, data, inputs_path=save_inputs, outputs_path=save_outputs)
+    outputs, selection_names, provider = _backend_outputs(path, manifest, data, session, providers)
+    tol = {**TOLERANCES[manifest["dtype"]], **{k: v for k, v in (tolerances or {}).items() if v is not None}}
+    selections = [None if name is None else outputs[name] for name in selection_names] if selection_names else None
+    replay = replay_clips(model, data, selections, ordered=manifest["family"] == "vit", limit=tol["margin"])
+    backend_kept = kept_outputs(outputs)
+    # Unpruned (no selection to replay): the kept outputs are compared as sets, as before the replay.
+    plain_kept = (replay.kept, backend_kept) if selections is None and backend_kept is not None else (None, None)
+    backend = f"onnxruntime ({provider})"
+    report = compare_outputs(replay.logits, outputs["logits"], *plain_kept, dtype=manifest["dtype"], backend=backend, tolerances=tol)
+    if selections is not None:
+        judge_replay(report, summarise_stages(replay.checks, manifest["schedule"]["directions"]))
+        if backend_kept is not None:
+            check_kept_outputs(report, backend_kept, replay)
+    return report
 
 
 def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=None, seed=0, tolerances=None, plugin_libs=()) -> ValidationReport:
-    """Validate the TensorRT engine ``plan_path`` built from ``onnx_path`` against the PyTorch reference."""
+    """Validate the TensorRT engine ``plan_path`` built from ``onnx_path`` against the PyTorch reference
+    (logits and, where the export has them, the kept sets; the near-tie replay applies to ONNX Runtime)."""
     from .export.manifest import read_manifest, rebuild_reference
-    from .runtime.batching import kept_outputs, run_in_batches
+    from .runtime.batching import run_in_batches
     from .runtime.trt import EngineRunner, check_plugin_libs
 
     manifest = read_manifest(onnx_path)
@@ -170,5 +322,6 @@ def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=No
     # A dynamic-batch engine is validated one clip at a time: its profile may not cover larger batches.
     outputs = run_in_batches(runner.run, data, batch=1 if manifest["dynamic_batch"] else manifest["batch_size"])
     got_kept = kept_outputs(outputs)
-    ref_logits, ref_kept = run_model(model, data, got_kept is not None)
+    # One clip per reference call, so that a clip's verdict never depends on its neighbours.
+    ref_logits, ref_kept = run_model(model, data, got_kept is not None, batch_size=1)
     return compare_outputs(ref_logits, outputs["logits"], ref_kept, got_kept, dtype=manifest["dtype"], backend="tensorrt", tolerances=tolerances)

@@ -60,15 +60,19 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
         raise RuntimeError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from None
 
 
-def run_clips(session, manifest: dict, clips: np.ndarray):
-    """``(logits, kept)`` of ``clips`` through ``session``, in the exported batch size (see
-    :func:`.batching.run_in_batches`); ``kept`` is None when the export has no kept outputs."""
+def run_session(session, manifest: dict, clips: np.ndarray) -> dict[str, np.ndarray]:
+    """Every output of ``session`` on ``clips``, in the exported batch size (see :func:`.batching.run_in_batches`)."""
     names = [output.name for output in session.get_outputs()]
     input_name = manifest["inputs"][0]["name"]
 
     def run_batch(chunk):
         return dict(zip(names, session.run(None, {input_name: chunk})))
 
-    batch = None if manifest["dynamic_batch"] else manifest["batch_size"]
-    outputs = run_in_batches(run_batch, clips, batch=batch)
+    return run_in_batches(run_batch, clips, batch=None if manifest["dynamic_batch"] else manifest["batch_size"])
+
+
+def run_clips(session, manifest: dict, clips: np.ndarray):
+    """``(logits, kept)`` of ``clips`` through ``session``; ``kept`` (sorted per clip) is None when the
+    export has no kept outputs."""
+    outputs = run_session(session, manifest, clips)
     return outputs["logits"], kept_outputs(outputs)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import StaDeployError
 from .clips import load_views
 from .errors import VideoError
 from .sampling import SamplingProtocol, checkpoint_normalisation, protocol_for
@@ -50,6 +51,16 @@ def average_views(logits: np.ndarray, average: str) -> np.ndarray:
     if average == "prob":
         return softmax(logits).mean(axis=0)
     return softmax(logits.mean(axis=0))
+
+
+def check_finite_scores(logits: np.ndarray, path) -> None:
+    """Refuse NaN/inf model outputs: their "top classes" would be arbitrary (argsort puts NaN first or last)."""
+    bad = ~np.isfinite(np.asarray(logits, dtype=np.float64))
+    if bad.any():
+        raise StaDeployError(
+            f"{path}: the model returned non-finite scores ({int(bad.sum())} of {bad.size} logits are NaN/inf); "
+            "its weights or exported graph are broken: check them with 'sta-deploy validate'"
+        )
 
 
 def top_k(scores: np.ndarray, k: int) -> tuple[list, list]:
@@ -100,6 +111,7 @@ def predict_clip(backend, path, protocol: SamplingProtocol, *, top: int = 5, sav
     views_file = save(views, path) if save is not None else None
     before = backend.seconds
     logits, _ = backend.run(views)
+    check_finite_scores(logits, path)
     scores = average_views(logits, protocol.average)
     classes, values = top_k(scores, top)
     return Prediction(str(path), classes, values, protocol.num_views, clip.total_frames, backend.seconds - before, decode_seconds, views_file)
