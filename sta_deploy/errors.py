@@ -26,3 +26,7 @@ class CheckpointError(StaDeployError):
         self.missing = list(missing)
         self.unexpected = list(unexpected)
         self.mismatched = list(mismatched)
+
+
+class OutputBusyError(StaDeployError):
+    """Another sta-deploy process is writing the same output right now (it holds the output's lock)."""

@@ -53,6 +53,10 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
 
     if not Path(clip_list).exists():
         raise click.BadParameter(f"{clip_list} does not exist", param_hint="CLIP_LIST")
+    if prefix:
+        from .._io import writable_folder
+
+        writable_folder(prefix)  # before any work; a missing folder is created when writing
     backends = _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads)
     first = backends[0]
     warn_random(first)
