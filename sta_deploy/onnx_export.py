@@ -11,8 +11,6 @@ import copy
 import json
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +66,31 @@ def _check_opset(opset):
     return opset
 
 
+def check_export_options(path, *, batch_size: int = 1, opset: int | None = None, dtype: str = "fp32", sta_impl: str = "onnx", force: bool = True) -> int:
+    """Every check of :func:`export_onnx`'s options that needs no model, so that a bad option fails in
+    one line before any work (building vit_h alone takes ~10 s).  Returns the opset to use."""
+    from ._io import writable_folder
+
+    path = Path(path)
+    opset = _check_opset(opset)
+    if dtype not in DTYPES:
+        raise ValueError(f"dtype {dtype!r} is not supported; use fp32, fp16 or int8")
+    if sta_impl not in ("onnx", "plugin"):
+        raise ValueError(f"sta_impl {sta_impl!r} is not supported; use 'onnx' or 'plugin'")
+    if sta_impl == "plugin":
+        from .plugin_export import plugin_export_context  # noqa: F401 - fails with a clear message if absent
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be an integer >= 1, got {batch_size!r}")
+    if path.suffix != ".onnx":
+        raise ValueError(f"output {path} must end in .onnx")
+    if not force:
+        for existing in (path, manifest_path(path)):
+            if existing.exists():
+                raise FileExistsError(f"{existing} already exists; pass --force to overwrite it")
+    writable_folder(path)
+    return opset
+
+
 def _tensor_spec(value_info) -> dict:
     tensor_type = value_info.type.tensor_type
     import onnx
@@ -111,26 +134,13 @@ def export_onnx(
     from .graph_checks import check_static_shapes
 
     path = Path(path)
-    opset = _check_opset(opset)
-    if dtype not in DTYPES:
-        raise ValueError(f"dtype {dtype!r} is not supported; use fp32, fp16 or int8")
-    if sta_impl not in ("onnx", "plugin"):
-        raise ValueError(f"sta_impl {sta_impl!r} is not supported; use 'onnx' or 'plugin'")
-    if sta_impl == "plugin":
-        from .plugin_export import plugin_export_context  # noqa: F401 - fails with a clear message if absent
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
-    if path.suffix != ".onnx":
-        raise ValueError(f"output {path} must end in .onnx")
+    opset = check_export_options(path, batch_size=batch_size, opset=opset, dtype=dtype, sta_impl=sta_impl, force=force)
+    if sta_impl == "plugin" and model.r1 == 0:
+        sta_impl = "onnx"  # r1 = 0 prunes nothing: no selection step for the plugin to replace
     meta_path = manifest_path(path)
     data_path = path.with_name(path.name + ".data")
-    if not force:
-        for existing in (path, meta_path):
-            if existing.exists():
-                raise FileExistsError(f"{existing} already exists; pass --force to overwrite it")
-    from ._io import writable_folder
-
-    folder = writable_folder(path)
+    from . import _progress
+    from ._io import close_staging, open_staging
 
     config = model.config
     torch_dtype = DTYPES[dtype]
@@ -149,9 +159,11 @@ def export_onnx(
         # torch.export specialises a dimension whose example value is 1; trace with 2.
         example = torch.zeros(max(batch_size, 2), *config.input_shape)
 
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder))
+    # Locks the output (one writer), removes partials of writers that are gone, re-checks --force.
+    staging = open_staging(path, refuse_existing=() if force else (path, meta_path))
     try:
         staged = staging / path.name
+        _progress.begin(f"tracing and optimising {model.name} with torch.onnx")
         with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs():
             warnings.simplefilter("ignore")
             context = _sta_impl_context(sta_impl)
@@ -168,10 +180,12 @@ def export_onnx(
                     verbose=False,
                     custom_translation_table=_custom_translations(sta_impl),
                 )
+        _progress.end()
         if program is None:  # pragma: no cover - torch always returns the program when f is omitted
             raise RuntimeError("torch.onnx.export returned no program")
         parameter_bytes = sum(p.numel() * p.element_size() for p in graph_module.parameters())
         use_external = parameter_bytes > EXTERNAL_DATA_THRESHOLD
+        _progress.begin("writing the model")
         program.save(str(staged), external_data=use_external)
         proto = onnx.load(str(staged), load_external_data=False)
         _strip_trace_metadata(proto)
@@ -181,9 +195,12 @@ def export_onnx(
 
             proto = finalize_plugin_graph(proto)
             onnx.save(proto, str(staged), save_as_external_data=use_external, location=data_path.name if use_external else None)
+        _progress.end(f"{sum(f.stat().st_size for f in staging.iterdir()) / 1e6:.1f} MB")
         proto.producer_name = "sta-deploy"
         if dtype == "int8":
+            _progress.begin("quantizing to int8 with ONNX Runtime")
             proto = _quantize_dynamic_int8(staged, use_external)
+        _progress.begin("checking static shapes and the graph with onnx.checker")
         report = check_static_shapes(proto, dynamic_batch=dynamic_batch, batch_dim_name=None)
         if not report.ok:
             raise RuntimeError(f"exported graph is not static: {report.summary()}")
@@ -193,6 +210,7 @@ def export_onnx(
         except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
             first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise RuntimeError(f"onnx.checker rejected the exported graph: {first[:300]}") from None
+        _progress.end()
         if use_external:
             staged_data = staging / data_path.name
             if not staged_data.exists():  # torch names the data file after the model; normalise it
@@ -240,7 +258,8 @@ def export_onnx(
             meta_path.unlink(missing_ok=True)
             raise
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _progress.abandon()  # a step cut short by an error prints no "done" line
+        close_staging(staging)
     return ExportResult(path=path, manifest_path=meta_path, manifest=manifest)
 
 
