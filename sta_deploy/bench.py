@@ -72,9 +72,9 @@ def time_torch(label: str, model, video: np.ndarray, **kwargs) -> Timing:
 
 def node_scopes(onnx_path) -> dict[str, str]:
     """ONNX node name -> the exporter's module namespace (empty when unknown)."""
-    import onnx
+    from ._io import read_onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_onnx(onnx_path)
     return {
         node.name: next((prop.value for prop in node.metadata_props if prop.key == "namespace"), "")
         for node in model.graph.node

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from ._io import atomic_path, sha256_file
+from ._io import atomic_path, read_json_object, sha256_file
 from .errors import CheckpointError, ConfigError
 
 FORMAT_TAG = "sta_deploy.checkpoint"
@@ -38,7 +38,19 @@ def _short(keys) -> str:
     return f"[{shown}{more}]"
 
 
+def _is_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, a pickle stream): check the first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _torch_load(path: Path):
+    if not _is_torch_file(path):
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: expected a file written by torch.save (.pth, .pt, .bin), "
+            "a .safetensors file or a Hugging Face model folder; download or save it again"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad file; all mean the same to the user
@@ -83,9 +95,13 @@ def _hf_weights(directory: Path) -> dict:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = directory / index_name
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = read_json_object(index, what="shard index", fix="copy the whole Hugging Face model folder", error_type=CheckpointError).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+                raise CheckpointError(f"shard index {index} has no weight_map (tensor name -> shard file); copy the whole Hugging Face model folder")
             state = {}
             for shard in sorted(set(weight_map.values())):
+                if not (directory / shard).is_file():
+                    raise CheckpointError(f"{directory / shard}, a shard {index_name} lists, is missing; copy the whole Hugging Face model folder")
                 state.update(_read_tensor_file(directory / shard))
             return state
     raise CheckpointError(
@@ -188,10 +204,7 @@ def read_checkpoint(path) -> tuple[dict, dict, str]:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"{path} is a folder without config.json; pass a Hugging Face model folder or a .pth file")
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as error:
-            raise CheckpointError(f"{config_file} is not valid JSON ({error}); copy the model folder again") from None
+        config = read_json_object(config_file, what="Hugging Face config", fix="copy the model folder again", error_type=CheckpointError)
         state = _hf_weights(path)
         return convert_hf_state_dict(state), hf_config_overrides(config), "huggingface"
 

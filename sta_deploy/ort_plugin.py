@@ -9,8 +9,6 @@ keeps the form TensorRT loads.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from .plugin_names import PLUGIN_OP_TYPE
@@ -91,7 +89,7 @@ def prepare_plugin_session(path, options) -> bytes:
 
 
 def plugin_node_count(path) -> int:
-    import onnx
+    from ._io import read_onnx
 
-    model = onnx.load(str(Path(path)), load_external_data=False)
+    model = read_onnx(path)
     return sum(node.op_type == PLUGIN_OP_TYPE for node in model.graph.node)

@@ -21,10 +21,10 @@ def default_providers() -> list[str]:
 
 
 def uses_plugin(path) -> bool:
-    import onnx
-
-    model = onnx.load(str(path), load_external_data=False)
+    from ._io import read_onnx
     from .plugin_names import PLUGIN_OP_TYPE
+
+    model = read_onnx(path)
 
     return any(node.op_type == PLUGIN_OP_TYPE for node in model.graph.node)
 

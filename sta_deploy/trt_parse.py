@@ -43,9 +43,9 @@ class ParseReport:
 
 def plugin_node_count(onnx_path) -> int:
     """STAStageSelect nodes in the graph (read without its external weights)."""
-    import onnx
+    from ._io import read_onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_onnx(onnx_path)
     return sum(1 for node in model.graph.node if node.op_type == PLUGIN_OP_TYPE and node.domain == PLUGIN_NAMESPACE)
 
 

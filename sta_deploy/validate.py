@@ -151,11 +151,9 @@ def run_onnxruntime(session, manifest: dict, clips: np.ndarray):
 
 def check_model_file(path, manifest: dict) -> None:
     """The .onnx must be the file the manifest describes (its sha256), not a later edit."""
-    from ._io import sha256_file
+    from .manifest import check_model_matches
 
-    expected = manifest.get("onnx_sha256")
-    if expected and sha256_file(path) != expected:
-        raise ValueError(f"{path} changed since export (sha256 differs from its manifest); re-export it or restore the file")
+    check_model_matches(path, manifest)
 
 
 def validate_onnx(path, *, checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, session=None, providers=None) -> ValidationReport:

@@ -91,7 +91,7 @@ def _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_
         from ..video.backends import OnnxBackend
         from ..video.cli_options import check_against_manifest
 
-        backends = [OnnxBackend(path, checkpoint=checkpoint, threads=threads) for path in onnx_paths]
+        backends = [OnnxBackend(path, checkpoint=checkpoint, threads=threads, needed_by="evaluate --onnx") for path in onnx_paths]
         for backend in backends:
             check_against_manifest(ctx, backend, model_name, backend.r1, overrides)
         exported = sorted(b.r1 for b in backends)

@@ -12,7 +12,7 @@ from .options import json_option
 @click.command()
 @click.argument("onnx_path", type=click.Path(dir_okay=False))
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights the model was exported from [default: the manifest's path].")
-@click.option("--clips", type=int, default=4, show_default=True, help="Seeded random clips to compare on.")
+@click.option("--clips", type=click.IntRange(0), default=4, show_default=True, help="Seeded random clips to compare on.")
 @click.option("--inputs", type=click.Path(dir_okay=False), default=None, help="A .npy of real clips, shape (N, 3, T, H, W).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random clips.")
 @click.option("--atol", type=float, default=None, help="Largest allowed logits |diff| [fp32: 1e-4, fp16: 5e-2].")

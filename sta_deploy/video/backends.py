@@ -82,13 +82,13 @@ class TorchBackend(Backend):
 class OnnxBackend(Backend):
     kind = "onnxruntime"
 
-    def __init__(self, path, *, providers=None, threads=None, checkpoint=None):
-        from ..manifest import manifest_config, read_manifest
+    def __init__(self, path, *, providers=None, threads=None, checkpoint=None, needed_by: str = "--onnx"):
+        from ..manifest import manifest_config, read_verified_manifest
         from ..registry import resolve_config
         from ..runtime import onnx_session
 
         self.path = Path(path)
-        self.manifest = read_manifest(path)
+        self.manifest = read_verified_manifest(path, needed_by=needed_by)  # names the command in its errors
         config = manifest_config(self.manifest)
         weights = self.manifest.get("weights", {})
         checkpoint = checkpoint or (weights.get("path") if weights.get("source") == "checkpoint" else None)
