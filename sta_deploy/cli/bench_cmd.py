@@ -56,7 +56,10 @@ def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_t
         **timing.as_dict(),
     }
     if profile:
-        result["sta_share"] = sta_time_share(model_path, video, threads=threads)
+        from .. import _progress
+
+        with _progress.step("profiling the nodes (ONNX Runtime profiler)"):
+            result["sta_share"] = sta_time_share(model_path, video, threads=threads)
     if as_json:
         click.echo(json.dumps(result))
         return

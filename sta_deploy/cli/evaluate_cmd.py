@@ -69,7 +69,7 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
         click.echo(f"{len(labelled.clips)} clips from {clip_list}; {protocol.describe()}; r1 {', '.join(str(b.r1) for b in backends)}; results in {results_path}")
     try:
         summary = run_evaluation(backends, labelled, protocol, results_path=results_path, restart=restart, retry_failed=retry_failed,
-                                 limit=limit, progress=not no_progress and not as_json)
+                                 limit=limit, progress=not no_progress)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished clips are saved in {results_path}; run the same command again to resume", err=True)
         raise

@@ -35,9 +35,11 @@ def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine,
 
         report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, plugin_libs=plugin_libs)
     else:
+        from .. import _progress
         from ..validate import validate_onnx
 
-        report = validate_onnx(onnx_path, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances)
+        with _progress.step("validating on ONNX Runtime against PyTorch"):
+            report = validate_onnx(onnx_path, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances)
     click.echo(json.dumps(report.as_dict()) if as_json else report.table())
     if not report.passed:
         raise click.ClickException("validation failed: " + "; ".join(report.failures))
