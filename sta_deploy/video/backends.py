@@ -33,10 +33,11 @@ class Backend:
 
     @property
     def gflops(self) -> float:
-        """GFLOPs of one view (fvcore convention, STA's own products included)."""
+        """GFLOPs of one view (fvcore convention), without STA's own products: the figure 'sta-deploy
+        models', 'flops' and 'bench' print and the paper's tables give."""
         from ..flops import count_flops
 
-        return count_flops(self.model_name, self.r1, **self.config.as_dict()).total_gflops
+        return count_flops(self.model_name, self.r1, **self.config.as_dict()).gflops
 
     def describe(self) -> str:
         return f"{self.model_name} r1={self.r1} ({self.kind}: {self.source})"
