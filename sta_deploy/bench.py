@@ -43,13 +43,18 @@ def time_callable(label: str, run, *, batch: int, warmup: int = 2, runs: int = 1
     """Median-friendly wall-clock timing of ``run()`` after ``warmup`` untimed calls."""
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
-    for _ in range(warmup):
-        run()
+    from ._progress import counter
+
     timing = Timing(label, batch)
-    for _ in range(runs):
-        start = time.perf_counter()
-        run()
-        timing.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+    with counter(f"timing {label} ({warmup} warm-up + {runs} timed)", warmup + runs, unit="runs") as done:
+        for _ in range(warmup):
+            run()
+            done.update()
+        for _ in range(runs):
+            start = time.perf_counter()
+            run()
+            timing.latencies_ms.append((time.perf_counter() - start) * 1000.0)
+            done.update()  # outside the timed span
     return timing
 
 
@@ -60,9 +65,9 @@ def time_session(label: str, session, video: np.ndarray, **kwargs) -> Timing:
 
 def node_scopes(onnx_path) -> dict[str, str]:
     """ONNX node name -> the exporter's module namespace (empty when unknown)."""
-    import onnx
+    from ._io import read_onnx
 
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    model = read_onnx(onnx_path)
     return {
         node.name: next((prop.value for prop in node.metadata_props if prop.key == "namespace"), "")
         for node in model.graph.node

@@ -28,6 +28,10 @@ class CheckpointError(StaDeployError):
         self.mismatched = list(mismatched)
 
 
+class OutputBusyError(StaDeployError):
+    """Another sta-deploy process is writing the same output right now (it holds the output's lock)."""
+
+
 def first_line(error: BaseException, limit: int = 300) -> str:
     """The first non-empty line of an exception's message (its type name when it has none).
 

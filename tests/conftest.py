@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _no_progress_lines():
+    """The CLI prints progress lines on stderr; tests that check stderr line by line are about errors
+    and warnings, so progress is off for them (os.environ, so subprocesses inherit it).  The tests of
+    progress itself (tests/test_robustness_progress.py) turn it back on."""
+    previous = os.environ.get("STA_DEPLOY_PROGRESS")
+    os.environ["STA_DEPLOY_PROGRESS"] = "0"
+    yield
+    if previous is None:
+        os.environ.pop("STA_DEPLOY_PROGRESS", None)
+    else:
+        os.environ["STA_DEPLOY_PROGRESS"] = previous
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from sta_deploy import create_model
 from sta_deploy.export.graph_checks import StaticShapeReport
 from sta_deploy.export.onnx_export import export_onnx
 
+from _unwritable import unwritable
 from test_export_helpers import CLIP_SHAPE, TINY, TINY_ARGS, artifacts, error_line, listing, run_cli
 
 EXPORT = ("export", "--model", "vit_s", "--r1", "32", *TINY_ARGS)
@@ -60,18 +61,13 @@ def test_existing_output_without_force_api(tmp_path, model):
 
 # ----------------------------------------------------------------------------- output folder
 def test_unwritable_output_folder(tmp_path):
-    if os.geteuid() == 0:
-        pytest.skip("running as root: chmod does not stop root from writing, so the folder cannot be made unwritable")
     folder = tmp_path / "locked"
     folder.mkdir()
-    folder.chmod(0o555)
-    try:
+    with unwritable(folder):  # chmod, or as root chattr +i / a read-only tmpfs (tests/_unwritable.py)
         code, _, err = run_cli(*EXPORT, "-o", folder / "x.onnx")
         assert code == 1
         assert "not writable" in error_line(err)
         assert listing(folder) == []
-    finally:
-        folder.chmod(0o755)
 
 
 def test_unwritable_output_folder_as_reported_by_the_os(tmp_path, monkeypatch):
@@ -93,16 +89,29 @@ def test_unwritable_output_folder_as_reported_by_the_os(tmp_path, monkeypatch):
     assert listing(folder) == []
 
 
-def test_missing_output_folder(tmp_path, model):
-    target = tmp_path / "missing" / "x.onnx"
-    code, _, err = run_cli(*EXPORT, "-o", target)
-    assert code == 1
-    line = error_line(err)
-    assert "does not exist" in line and "missing" in line
-    assert listing(tmp_path) == []  # the folder was not created either
-    with pytest.raises(FileNotFoundError, match="does not exist"):
-        export_onnx(model, target)
+def test_missing_output_folder_is_created_and_removed_again_on_failure(tmp_path, model, monkeypatch):
+    """One rule for every writer (README, issue 12): a missing output folder is created, like most
+    CLIs do; the folders a failed export created are removed again."""
+    monkeypatch.setattr(
+        sta_deploy.export.graph_checks, "check_static_shapes", lambda proto, **kwargs: StaticShapeReport(ok=False, dynamic_tensors=["t"])
+    )
+    with pytest.raises(RuntimeError, match="not static"):
+        export_onnx(model, tmp_path / "missing" / "deeper" / "x.onnx")
     assert listing(tmp_path) == []
+    monkeypatch.undo()
+    code, _, err = run_cli(*EXPORT, "--no-validate", "-o", tmp_path / "missing" / "x.onnx")
+    assert code == 0, err
+    assert listing(tmp_path) == ["missing"]
+    assert listing(tmp_path / "missing") == ["x.manifest.json", "x.onnx"]
+
+
+def test_output_folder_under_a_file_is_refused(tmp_path):
+    (tmp_path / "plain").write_text("a file, not a folder")
+    code, _, err = run_cli(*EXPORT, "-o", tmp_path / "plain" / "x.onnx")
+    assert code == 1
+    line = error_line(err, only_line=True)
+    assert "plain is a file" in line and "-o" in line
+    assert listing(tmp_path) == ["plain"]
 
 
 def test_output_must_end_in_onnx(tmp_path):

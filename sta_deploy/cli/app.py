@@ -5,8 +5,12 @@ Errors are one line on stderr: exit code 2 for usage errors, 1 for failures.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
+import os
+import signal
 import sys
+import threading
 
 import click
 
@@ -47,13 +51,61 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
+TERMINATED = "sta-deploy: error: terminated (SIGTERM); unfinished outputs were removed"
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: ``finally`` blocks remove partial outputs and release locks."""
+
+
+@contextlib.contextmanager
+def _sigterm_raises():
+    """Turn SIGTERM into :class:`Terminated` while a command runs (main thread only; restored after)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def terminate(signum, frame):
+        raise Terminated()
+
+    previous = signal.signal(signal.SIGTERM, terminate)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv=None) -> int:
     """Console entry point; returns the process exit code."""
+    from .. import _progress
+
+    with _sigterm_raises(), _progress.enabled():
+        return _run(argv)
+
+
+def _invoke(argv) -> None:
+    from .. import _progress
+
     try:
         cli.main(args=argv, prog_name="sta-deploy", standalone_mode=False)
+    except BaseException:
+        _progress.abandon()  # clear a terminal's half-drawn step line before the error line
+        raise
+
+
+def _run(argv) -> int:
+    try:
+        _invoke(argv)
     except click.exceptions.Exit as done:
         return done.exit_code
-    except click.exceptions.Abort:
+    except click.exceptions.Abort as error:
+        # click turns Ctrl-C (and our SIGTERM, a KeyboardInterrupt) into Abort: keep the signal's exit code
+        if isinstance(error.__cause__, Terminated):
+            click.echo(TERMINATED, err=True)
+            return 143
+        if isinstance(error.__cause__, KeyboardInterrupt):
+            click.echo("sta-deploy: error: interrupted", err=True)
+            return 130
         click.echo("sta-deploy: error: aborted", err=True)
         return 1
     except click.exceptions.NoArgsIsHelpError as error:
@@ -70,9 +122,21 @@ def main(argv=None) -> int:
     except (ValueError, OSError, RuntimeError, ImportError) as error:
         click.echo(f"sta-deploy: error: {_one_line(error)}", err=True)
         return 1
+    except Terminated:
+        click.echo(TERMINATED, err=True)
+        return 143
     except KeyboardInterrupt:
         click.echo("sta-deploy: error: interrupted", err=True)
         return 130
+    except Exception as error:  # a bug or an error type nobody mapped: still one line, never a traceback
+        if os.environ.get("STA_DEPLOY_DEBUG"):
+            raise
+        click.echo(
+            f"sta-deploy: error: unexpected {type(error).__name__}: {_one_line(error)[:300]} "
+            "(run with STA_DEPLOY_DEBUG=1 for the traceback, and please report it)",
+            err=True,
+        )
+        return 1
     return 0
 
 

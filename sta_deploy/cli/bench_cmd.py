@@ -11,11 +11,11 @@ from .options import json_option
 
 @click.command()
 @click.argument("model_path", type=click.Path(dir_okay=False))
-@click.option("--runs", type=int, default=10, show_default=True, help="Timed runs (the median is reported).")
-@click.option("--warmup", type=int, default=2, show_default=True, help="Untimed runs first.")
-@click.option("--threads", type=int, default=None, help="ONNX Runtime intra-op threads [default: all cores].")
+@click.option("--runs", type=click.IntRange(1), default=10, show_default=True, help="Timed runs (the median is reported).")
+@click.option("--warmup", type=click.IntRange(0), default=2, show_default=True, help="Untimed runs first.")
+@click.option("--threads", type=click.IntRange(1), default=None, help="ONNX Runtime intra-op threads [default: all cores].")
 @click.option("--optimization", type=click.Choice(["disable", "basic", "extended", "all"]), default="all", show_default=True, help="ONNX Runtime graph optimisation level.")
-@click.option("--batch", type=int, default=None, help="Batch size for a --dynamic-batch model [default: the exported batch].")
+@click.option("--batch", type=click.IntRange(1), default=None, help="Batch size for a --dynamic-batch model [default: the exported batch].")
 @click.option("--profile", is_flag=True, help="Also profile the nodes and report STA's share of the time.")
 @click.option("--trtexec", "use_trtexec", is_flag=True, help="Time with trtexec instead (TensorRT and a GPU required).")
 @click.option("--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False), help="With --trtexec: plugin library for --dynamicPlugins (repeatable).")
@@ -33,11 +33,11 @@ def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_t
         click.echo(json.dumps(result, indent=2) if as_json else result["table"])
         return
     from ..bench import sta_time_share, time_session
-    from ..export.manifest import manifest_flops, read_manifest
+    from ..export.manifest import manifest_flops, read_verified_manifest
     from ..runtime.onnxrt import onnx_session
     from ..validate import seeded_clips
 
-    manifest = read_manifest(model_path)
+    manifest = read_verified_manifest(model_path, needed_by="bench")
     batch = batch or manifest["batch_size"]
     if not manifest["dynamic_batch"] and batch != manifest["batch_size"]:
         raise click.BadParameter(f"the model was exported with a static batch of {manifest['batch_size']}", param_hint="--batch")
@@ -56,7 +56,10 @@ def bench(model_path, runs, warmup, threads, optimization, batch, profile, use_t
         **timing.as_dict(),
     }
     if profile:
-        result["sta_share"] = sta_time_share(model_path, video, threads=threads)
+        from .. import _progress
+
+        with _progress.step("profiling the nodes (ONNX Runtime profiler)"):
+            result["sta_share"] = sta_time_share(model_path, video, threads=threads)
     if as_json:
         click.echo(json.dumps(result))
         return

@@ -53,6 +53,10 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
 
     if not Path(clip_list).exists():
         raise click.BadParameter(f"{clip_list} does not exist", param_hint="CLIP_LIST")
+    if prefix:
+        from .._io import writable_folder
+
+        writable_folder(prefix)  # before any work; a missing folder is created when writing
     backends = _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads)
     first = backends[0]
     warn_random(first)
@@ -65,7 +69,7 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
         click.echo(f"{len(labelled.clips)} clips from {clip_list}; {protocol.describe()}; r1 {', '.join(str(b.r1) for b in backends)}; results in {results_path}")
     try:
         summary = run_evaluation(backends, labelled, protocol, results_path=results_path, restart=restart, retry_failed=retry_failed,
-                                 limit=limit, progress=not no_progress and not as_json)
+                                 limit=limit, progress=not no_progress)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished clips are saved in {results_path}; run the same command again to resume", err=True)
         raise
@@ -87,7 +91,7 @@ def _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_
         from ..video.backends import OnnxBackend
         from .video_options import check_against_manifest
 
-        backends = [OnnxBackend(path, checkpoint=checkpoint, threads=threads) for path in onnx_paths]
+        backends = [OnnxBackend(path, checkpoint=checkpoint, threads=threads, needed_by="evaluate --onnx") for path in onnx_paths]
         for backend in backends:
             check_against_manifest(ctx, backend, model_name, backend.r1, overrides)
         exported = sorted(b.r1 for b in backends)

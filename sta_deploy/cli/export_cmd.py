@@ -34,7 +34,7 @@ RECIPE_FIELDS = {
 @click.option("--sta-impl", type=click.Choice(["onnx", "plugin"]), default="onnx", show_default=True, help="Pure-ONNX selection or the TensorRT plugin node.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
-@click.option("--clips", type=int, default=2, show_default=True, help="Random clips for the post-export validation.")
+@click.option("--clips", type=click.IntRange(1), default=2, show_default=True, help="Random clips for the post-export validation.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @arch_options
 @click.pass_context
@@ -64,20 +64,25 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
     suffix = "" if values["dtype"] == "fp32" else f"_{values['dtype']}"
     output = values["output"] or f"{values['model_name']}_r{values['r1']}{suffix}.onnx"
 
-    from pathlib import Path
+    from .. import _progress
+    from .._io import output_lock
+    from ..export.onnx_export import check_export_options, export_onnx
 
-    from ..export.manifest import manifest_path
-
-    if not force:
-        for existing in (Path(output), manifest_path(output)):
-            if existing.exists():
-                raise click.ClickException(f"{existing} already exists; pass --force to overwrite it")
-    model = create_model(values["model_name"], r1=values["r1"], checkpoint=checkpoint, seed=seed, **overrides)
+    # Every check that needs no model first (opset, batch, dtype, suffix, folder, --force), then
+    # the output's lock for the whole command: a second export to the same file fails at once.
+    check_export_options(output, batch_size=values["batch"], opset=values["opset"], dtype=values["dtype"], sta_impl=values["sta_impl"], force=force)
+    ctx.with_resource(output_lock(output))
+    # again under the lock: an export that finished meanwhile is not overwritten without --force
+    check_export_options(output, batch_size=values["batch"], opset=values["opset"], dtype=values["dtype"], sta_impl=values["sta_impl"], force=force)
+    with _progress.step(f"building {values['model_name']} r1={values['r1']}"):
+        model = create_model(values["model_name"], r1=values["r1"], checkpoint=checkpoint, seed=seed, **overrides)
     if checkpoint is None:
         click.echo(RANDOM_WEIGHTS_WARNING.format(name=values["model_name"]), err=True)
     from ..export.onnx_export import export_onnx
 
     click.echo(f"exporting {values['model_name']} r1={values['r1']} {model.schedule.describe()} ({values['dtype']}, {values['sta_impl']}) -> {output}")
+    if values["sta_impl"] == "plugin" and model.r1 == 0:
+        click.echo("note: r1 = 0 prunes no token, so there is nothing for the STA plugin to replace: the graph is the unpruned model in plain ONNX")
     result = export_onnx(
         model,
         output,
@@ -96,7 +101,8 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
         return
     from ..validate import validate_onnx
 
-    report = validate_onnx(result.path, checkpoint=checkpoint, clips=clips)
+    with _progress.step(f"validating on {clips} clips against PyTorch"):
+        report = validate_onnx(result.path, checkpoint=checkpoint, clips=clips)
     click.echo(report.table())
     if not report.passed:
         raise click.ClickException(f"validation failed ({'; '.join(report.failures)}); the exported file is kept at {result.path}")

@@ -29,7 +29,7 @@ def flops(model_name, r1, overrides, as_json):
     tokens = " -> ".join(str(t) for t in [report.tokens_per_block[0], *report.tokens_per_stage])
     click.echo(f"model        {model_name} (r1={r1})")
     click.echo(f"GFLOPs       {report.gflops:.2f}  ({report.gflops / baseline.gflops:.1%} of r1=0: {baseline.gflops:.2f})")
-    click.echo(f"STA GFLOPs   {report.sta_gflops:.4f}")
+    click.echo(f"STA GFLOPs   {report.sta_gflops:.4f}  (STA's own products, not in the figure above; total {report.total_gflops:.2f})")
     click.echo(f"parameters   {report.params / 1e6:.1f}M")
     click.echo(f"tokens       {tokens} (input, then after each STA stage)")
     for part, value in report.breakdown.items():

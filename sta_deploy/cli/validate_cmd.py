@@ -12,7 +12,7 @@ from .options import json_option
 @click.command()
 @click.argument("onnx_path", type=click.Path(dir_okay=False))
 @click.option("--checkpoint", type=click.Path(), default=None, help="Weights the model was exported from [default: the manifest's path].")
-@click.option("--clips", type=int, default=4, show_default=True, help="Seeded random clips to compare on.")
+@click.option("--clips", type=click.IntRange(0), default=4, show_default=True, help="Seeded random clips to compare on.")
 @click.option("--inputs", type=click.Path(dir_okay=False), default=None, help="A .npy of real clips, shape (N, 3, T, H, W).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random clips.")
 @click.option("--atol", type=float, default=None, help="Largest allowed logits |diff| [fp32: 1e-4, fp16: 5e-2].")
@@ -42,11 +42,13 @@ def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine,
 
         report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, plugin_libs=plugin_libs)
     else:
+        from .. import _progress
         from ..validate import validate_onnx
 
-        report = validate_onnx(
-            onnx_path, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, save_inputs=save_inputs, save_outputs=save_outputs
-        )
+        with _progress.step("validating on ONNX Runtime against PyTorch"):
+            report = validate_onnx(
+                onnx_path, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, save_inputs=save_inputs, save_outputs=save_outputs
+            )
     click.echo(json.dumps(report.as_dict()) if as_json else report.table())
     if not report.passed:
         raise click.ClickException("validation failed: " + "; ".join(report.failures))

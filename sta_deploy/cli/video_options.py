@@ -65,7 +65,7 @@ def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, see
     if onnx_path is not None:
         from ..video.backends import OnnxBackend
 
-        backend = OnnxBackend(onnx_path, checkpoint=checkpoint, threads=threads)
+        backend = OnnxBackend(onnx_path, checkpoint=checkpoint, threads=threads, needed_by=f"{ctx.info_name} --onnx")
         check_against_manifest(ctx, backend, model_name, r1, overrides)
     else:
         from ..video.backends import torch_backends

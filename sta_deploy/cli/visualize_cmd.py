@@ -48,13 +48,15 @@ def visualize(ctx, clip, output, gif, model_name, r1, checkpoint, overrides, onn
     """
     from pathlib import Path
 
-    from .._io import atomic_path
+    from .._io import atomic_path, writable_folder
     from ..video.predict import protocol_for_backend
     from ..video.visualize import render_gif, visualize_clip
 
     for path in (output, gif):
         if path is not None and Path(path).exists() and not force:
             raise click.ClickException(f"{path} already exists; pass --force to overwrite it")
+        if path is not None:
+            writable_folder(path)  # before any work; a missing folder is created when writing
     backend = single_backend(ctx, model_name=model_name, r1=r1, checkpoint=checkpoint, overrides=overrides, onnx_path=onnx_path, seed=seed, threads=threads)
     if not backend.has_kept:
         raise click.ClickException(f"{backend.source} has no kept_stage outputs; re-export it with 'sta-deploy export --with-kept'")

@@ -73,19 +73,83 @@ def write_manifest(manifest: dict, path) -> None:
     Path(path).write_text(json.dumps(manifest, indent=2) + "\n")
 
 
-def read_manifest(onnx_path) -> dict:
+def read_manifest(onnx_path, *, needed_by: str = "validate") -> dict:
+    """The manifest beside ``onnx_path``, checked by :func:`check_manifest`.
+
+    ``needed_by`` names the command in the message when the manifest is missing.
+    """
+    from .._io import read_json_object
+
     path = manifest_path(onnx_path)
     if not path.is_file():
         raise FileNotFoundError(
-            f"no manifest {path.name} beside {onnx_path}; validate needs the manifest that 'sta-deploy export' writes (re-export the model)"
+            f"no manifest {path.name} beside {onnx_path}; {needed_by} needs the manifest that 'sta-deploy export' writes (re-export the model)"
         )
-    try:
-        manifest = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ValueError(f"manifest {path} is not valid JSON ({error}); re-export the model") from None
+    manifest = read_json_object(path, what="manifest", fix="re-export the model")
     if manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path} is not an sta-deploy manifest; re-export the model")
+    check_manifest(manifest, path)
     return manifest
+
+
+def read_verified_manifest(onnx_path, *, needed_by: str) -> dict:
+    """:func:`read_manifest`, and the model file must be the one the manifest describes (sha256)."""
+    manifest = read_manifest(onnx_path, needed_by=needed_by)
+    check_model_matches(onnx_path, manifest)
+    return manifest
+
+
+def check_model_matches(onnx_path, manifest: dict) -> None:
+    """The .onnx must be the file its manifest describes (its sha256), not a later edit or a truncated copy."""
+    from .._io import sha256_file
+
+    expected = manifest.get("onnx_sha256")
+    if expected and sha256_file(onnx_path) != expected:
+        raise ValueError(f"{Path(onnx_path).name} does not match its manifest (sha256 {expected[:12]}...): re-export it")
+
+
+# field -> (check, what it must be); every manifest 'sta-deploy export' writes passes
+_FIELDS = {
+    "model": (lambda v: isinstance(v, str) and v != "", "a model name"),
+    "r1": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "config": (lambda v: isinstance(v, dict), "an object"),
+    "dtype": (lambda v: v in ("fp32", "fp16", "int8"), "one of fp32, fp16, int8"),
+    "sta_impl": (lambda v: v in ("onnx", "plugin"), "onnx or plugin"),
+    "batch_size": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "dynamic_batch": (lambda v: isinstance(v, bool), "true or false"),
+    "inputs": (lambda v: isinstance(v, list) and len(v) >= 1 and all(_is_tensor_spec(t) for t in v), "a list of {name, shape, dtype}"),
+    "outputs": (lambda v: isinstance(v, list) and len(v) >= 1 and all(_is_tensor_spec(t) for t in v), "a list of {name, shape, dtype}"),
+    "onnx_sha256": (lambda v: isinstance(v, str) and len(v) == 64, "a sha256 hex digest"),
+    "weights": (lambda v: isinstance(v, dict) and v.get("source") in ("random-init", "checkpoint"), "an object with source random-init or checkpoint"),
+}
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_tensor_spec(value) -> bool:
+    return isinstance(value, dict) and isinstance(value.get("name"), str) and isinstance(value.get("shape"), list)
+
+
+def check_manifest(manifest, path="manifest") -> None:
+    """One schema check for every reader: a one-line error naming the first bad field."""
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path} holds a JSON {type(manifest).__name__}, not a manifest object; re-export the model")
+    for name, (valid, expected) in _FIELDS.items():
+        if name not in manifest:
+            raise ValueError(f"{path} has no '{name}' field; re-export the model")
+        if not valid(manifest[name]):
+            raise ValueError(f"{path}: field '{name}' is {json.dumps(manifest[name])[:60]}, expected {expected}; re-export the model")
+    weights = manifest["weights"]
+    if weights["source"] == "checkpoint" and not (isinstance(weights.get("sha256"), str) and weights.get("path")):
+        raise ValueError(f"{path}: field 'weights' names a checkpoint without its path and sha256; re-export the model")
+    batch_dim = manifest["inputs"][0]["shape"][0] if manifest["inputs"][0]["shape"] else None
+    if manifest["dynamic_batch"] != isinstance(batch_dim, str) or (not manifest["dynamic_batch"] and batch_dim != manifest["batch_size"]):
+        raise ValueError(
+            f"{path}: field 'batch_size' ({manifest['batch_size']}, dynamic_batch {json.dumps(manifest['dynamic_batch'])}) "
+            f"disagrees with its input shape {manifest['inputs'][0]['shape']}; re-export the model"
+        )
 
 
 def manifest_config(manifest: dict) -> dict:

@@ -10,8 +10,6 @@ import contextlib
 import copy
 import logging
 import os
-import shutil
-import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +17,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .._io import sha256_file, writable_folder
+from .. import _progress
+from .._io import close_staging, open_staging, sha256_file, writable_folder
 from ..errors import first_line
 from .manifest import build_manifest, manifest_path, write_manifest
 
@@ -101,9 +100,11 @@ def export_onnx(
     """
     path = Path(path)
     opset = check_export_options(path, opset=opset, dtype=dtype, sta_impl=sta_impl, batch_size=batch_size, force=force)
-    folder = writable_folder(path)
+    if sta_impl == "plugin" and model.r1 == 0:
+        sta_impl = "onnx"  # r1 = 0 prunes nothing: no selection step for the plugin to replace
     graph_module = _export_graph(model, with_kept, dtype)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".partial", dir=folder))
+    # Locks the output (one writer), removes partials of writers that are gone, re-checks --force.
+    staging = open_staging(path, refuse_existing=() if force else (path, manifest_path(path)))
     try:
         staged = staging / path.name
         use_external = _trace_to_file(graph_module, staged, model.config.input_shape, batch_size, dynamic_batch, opset, sta_impl, with_kept)
@@ -119,25 +120,29 @@ def export_onnx(
         write_manifest(manifest, staging / manifest_path(path).name)
         _place_outputs(staging, path, use_external)
     finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        _progress.abandon()  # a step cut short by an error prints no "done" line
+        close_staging(staging)
     return ExportResult(path=path, manifest_path=manifest_path(path), manifest=manifest)
 
 
-def check_export_options(path: Path, *, opset, dtype: str, sta_impl: str, batch_size: int, force: bool) -> int:
-    """Every argument checked before any work starts; returns the opset to use."""
+def check_export_options(path, *, batch_size: int = 1, opset: int | None = None, dtype: str = "fp32", sta_impl: str = "onnx", force: bool = True) -> int:
+    """Every check of :func:`export_onnx`'s options that needs no model, so that a bad option fails in
+    one line before any work (building vit_h alone takes ~10 s).  Returns the opset to use."""
+    path = Path(path)
     opset = _check_opset(opset)
     if dtype not in DTYPES:
         raise ValueError(f"dtype {dtype!r} is not supported; use fp32, fp16 or int8")
     if sta_impl not in ("onnx", "plugin"):
         raise ValueError(f"sta_impl {sta_impl!r} is not supported; use 'onnx' or 'plugin'")
-    if batch_size < 1:
-        raise ValueError(f"batch size must be >= 1, got {batch_size}")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch size must be an integer >= 1, got {batch_size!r}")
     if path.suffix != ".onnx":
         raise ValueError(f"output {path} must end in .onnx")
     if not force:
         for existing in (path, manifest_path(path)):
             if existing.exists():
                 raise FileExistsError(f"{existing} already exists; pass --force to overwrite it")
+    writable_folder(path)
     return opset
 
 
@@ -157,6 +162,7 @@ def _trace_to_file(graph_module, staged: Path, input_shape, batch_size, dynamic_
         dynamic_shapes = {"video": {0: torch.export.Dim("batch", min=1, max=1024)}}
         # torch.export specialises a dimension whose example value is 1; trace with 2.
         example = torch.zeros(max(batch_size, 2), *input_shape)
+    _progress.begin(f"tracing and optimising {graph_module.model.name} with torch.onnx")
     with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs(), _sta_impl_context(sta_impl):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
@@ -171,10 +177,12 @@ def _trace_to_file(graph_module, staged: Path, input_shape, batch_size, dynamic_
             verbose=False,
             custom_translation_table=_custom_translations(sta_impl),
         )
+    _progress.end()
     if program is None:  # pragma: no cover - torch always returns the program when f is omitted
         raise RuntimeError("torch.onnx.export returned no program")
     parameter_bytes = sum(p.numel() * p.element_size() for p in graph_module.parameters())
     use_external = parameter_bytes > EXTERNAL_DATA_THRESHOLD
+    _progress.begin("writing the model")
     program.save(str(staged), external_data=use_external)
     return use_external
 
@@ -194,11 +202,14 @@ def _finish_graph(staged: Path, use_external: bool, dtype: str, sta_impl: str, d
         proto = finalize_plugin_graph(proto)
         location = staged.name + ".data" if use_external else None
         onnx.save(proto, str(staged), save_as_external_data=use_external, location=location)
+    _progress.end(f"{sum(f.stat().st_size for f in staged.parent.iterdir()) / 1e6:.1f} MB")
     proto.producer_name = "sta-deploy"
     if dtype == "int8":
         from .quantize import quantize_dynamic_int8
 
+        _progress.begin("quantizing to int8 with ONNX Runtime")
         proto = quantize_dynamic_int8(staged, use_external)
+    _progress.begin("checking static shapes and the graph with onnx.checker")
     report = check_static_shapes(proto, dynamic_batch=dynamic_batch, batch_dim_name=None)
     if not report.ok:
         raise RuntimeError(f"exported graph is not static: {report.summary()}")
@@ -207,6 +218,7 @@ def _finish_graph(staged: Path, use_external: bool, dtype: str, sta_impl: str, d
         onnx.checker.check_model(str(staged), full_check=True)
     except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as error:
         raise RuntimeError(f"onnx.checker rejected the exported graph: {first_line(error)}") from None
+    _progress.end()
     return proto, report
 
 

@@ -149,8 +149,10 @@ def write_selection_model(path, schedule: dict, folder) -> tuple[Path, list[str]
     import onnx
     from onnx.external_data_helper import uses_external_data
 
+    from .._io import read_onnx
+
     path, folder = Path(path), Path(folder)
-    proto = onnx.load(str(path), load_external_data=False)
+    proto = read_onnx(path)
     names = add_selection_outputs(proto, schedule)
     for tensor in proto.graph.initializer:
         if uses_external_data(tensor):

@@ -34,7 +34,19 @@ def _short(keys) -> str:
     return f"[{shown}{more}]"
 
 
+def _is_torch_file(path: Path) -> bool:
+    """torch.save writes a zip archive (or, in its legacy format, a pickle stream): check the first bytes."""
+    with open(path, "rb") as handle:
+        head = handle.read(4)
+    return head == b"PK\x03\x04" or (len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5)
+
+
 def _torch_load(path: Path):
+    if not _is_torch_file(path):
+        raise CheckpointError(
+            f"{path} is not a readable checkpoint: expected a file written by torch.save (.pth, .pt, .bin), "
+            "a .safetensors file or a Hugging Face model folder; download or save it again"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a bad file; all mean the same to the user

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import torch
 
+from .._io import read_json_object
 from ..errors import CheckpointError
 from .checkpoints import FORMAT_TAG, load_into_model, read_tensor_file
 from .registry import get_entry, list_models
@@ -33,9 +34,13 @@ def _hf_weights(directory: Path) -> dict:
     for index_name in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         index = directory / index_name
         if index.is_file():
-            weight_map = json.loads(index.read_text())["weight_map"]
+            weight_map = read_json_object(index, what="shard index", fix="copy the whole Hugging Face model folder", error_type=CheckpointError).get("weight_map")
+            if not isinstance(weight_map, dict) or not all(isinstance(shard, str) for shard in weight_map.values()):
+                raise CheckpointError(f"shard index {index} has no weight_map (tensor name -> shard file); copy the whole Hugging Face model folder")
             state = {}
             for shard in sorted(set(weight_map.values())):
+                if not (directory / shard).is_file():
+                    raise CheckpointError(f"{directory / shard}, a shard {index_name} lists, is missing; copy the whole Hugging Face model folder")
                 state.update(read_tensor_file(directory / shard))
             return state
     raise CheckpointError(
@@ -138,10 +143,7 @@ def read_checkpoint(path) -> tuple[dict, dict, str]:
         config_file = path / "config.json"
         if not config_file.is_file():
             raise CheckpointError(f"{path} is a folder without config.json; pass a Hugging Face model folder or a .pth file")
-        try:
-            config = json.loads(config_file.read_text())
-        except json.JSONDecodeError as error:
-            raise CheckpointError(f"{config_file} is not valid JSON ({error}); copy the model folder again") from None
+        config = read_json_object(config_file, what="Hugging Face config", fix="copy the model folder again", error_type=CheckpointError)
         state = _hf_weights(path)
         return convert_hf_state_dict(state), hf_config_overrides(config), "huggingface"
 

@@ -16,6 +16,8 @@ def count_plugin_nodes(model) -> int:
     without its external weights)."""
     import onnx
 
+    from .._io import read_onnx
+
     if not isinstance(model, onnx.ModelProto):
-        model = onnx.load(str(model), load_external_data=False)
+        model = read_onnx(model)
     return sum(1 for node in model.graph.node if node.op_type == PLUGIN_OP_TYPE and node.domain == PLUGIN_DOMAIN)

@@ -35,10 +35,11 @@ class Backend:
 
     @property
     def gflops(self) -> float:
-        """GFLOPs of one view (fvcore convention, STA's own products included)."""
+        """GFLOPs of one view (fvcore convention), without STA's own products: the figure 'sta-deploy
+        models', 'flops' and 'bench' print and the paper's tables give."""
         from ..models.flops import count_flops
 
-        return count_flops(self.model_name, self.r1, **self.config.as_dict()).total_gflops
+        return count_flops(self.model_name, self.r1, **self.config.as_dict()).gflops
 
     def describe(self) -> str:
         return f"{self.model_name} r1={self.r1} ({self.kind}: {self.source})"
@@ -73,13 +74,13 @@ class TorchBackend(Backend):
 class OnnxBackend(Backend):
     kind = "onnxruntime"
 
-    def __init__(self, path, *, providers=None, threads=None, checkpoint=None):
-        from ..export.manifest import manifest_config, read_manifest
+    def __init__(self, path, *, providers=None, threads=None, checkpoint=None, needed_by: str = "--onnx"):
+        from ..export.manifest import manifest_config, read_verified_manifest
         from ..models.registry import resolve_config
         from ..runtime.onnxrt import onnx_session
 
         self.path = Path(path)
-        self.manifest = read_manifest(path)
+        self.manifest = read_verified_manifest(path, needed_by=needed_by)  # names the command in its errors
         config = manifest_config(self.manifest)
         weights = self.manifest.get("weights", {})
         checkpoint = checkpoint or (weights.get("path") if weights.get("source") == "checkpoint" else None)

@@ -9,10 +9,10 @@ runtime error, are always tried again).
 
 from __future__ import annotations
 
-import sys
 import time
 from pathlib import Path
 
+from .. import _progress
 from ..errors import ConfigError
 from .clips import load_views
 from .errors import VideoError
@@ -60,43 +60,6 @@ def check_backends(backends) -> None:
         raise ConfigError(f"r1 values repeat: {seen}")
 
 
-class _Progress:
-    """tqdm when it is installed (and stderr is a terminal), else a line every few clips."""
-
-    def __init__(self, total: int, initial: int, enabled: bool):
-        self.bar = None
-        self.count, self.total, self.enabled = initial, total, enabled
-        self.last = time.monotonic()
-        if enabled:
-            try:
-                from tqdm import tqdm
-
-                self.bar = tqdm(total=total, initial=initial, unit="clip", desc="evaluate", dynamic_ncols=True, disable=None, file=sys.stderr)
-                if self.bar.disable:
-                    self.bar = None
-            except ImportError:
-                self.bar = None
-
-    def update(self, postfix: str = "") -> None:
-        self.count += 1
-        if self.bar is not None:
-            self.bar.set_postfix_str(postfix, refresh=False)
-            self.bar.update(1)
-        elif self.enabled and (time.monotonic() - self.last > 10 or self.count == self.total):
-            self.last = time.monotonic()
-            print(f"evaluate: {self.count}/{self.total} clips {postfix}", file=sys.stderr, flush=True)
-
-    def write(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.write(text, file=sys.stderr)
-        else:
-            print(text, file=sys.stderr, flush=True)
-
-    def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-
-
 def evaluate(backends, labelled, protocol, *, results_path, restart: bool = False, retry_failed: bool = False, limit: int | None = None,
              progress: bool = True, log=None) -> EvalSummary:
     """Evaluate ``backends`` (one per r1) on ``labelled`` (a :class:`LabelledList`), appending to ``results_path``."""
@@ -108,7 +71,7 @@ def evaluate(backends, labelled, protocol, *, results_path, restart: bool = Fals
     settings = settings_for(backends, protocol, labelled.source)
     results.open(settings, restart=restart)
     clips = labelled.clips[:limit] if limit else labelled.clips
-    say = log or (lambda text: print(text, file=sys.stderr, flush=True))
+    say = log or _progress.note  # silent unless the CLI (or the caller) turned progress on
     if results.dropped_torn_line:
         say(f"{results_path}: dropped a half-written last line (its clip is redone)")
 
@@ -122,7 +85,7 @@ def evaluate(backends, labelled, protocol, *, results_path, restart: bool = Fals
     todo = [(clip, missing) for clip, missing in todo if missing]
     if len(todo) < len(clips):
         say(f"resuming from {results_path}: {len(clips) - len(todo)} of {len(clips)} clips already done")
-    bar = _Progress(len(clips), len(clips) - len(todo), progress)
+    bar = _progress.start_counter("evaluate", len(clips), initial=len(clips) - len(todo), show=progress, unit="clips")
     failures_in_a_row = 0
     watched = str(max(b.r1 for b in backends))
     tally = _Tally(watched, results.records, clips)
@@ -157,7 +120,7 @@ def evaluate(backends, labelled, protocol, *, results_path, restart: bool = Fals
                     raise RuntimeError(f"{ABORT_AFTER} clips in a row failed, the last with {record['error']}; stopping (fix the cause and re-run to resume)") from None
             results.append(record)
             tally.add(record)
-            bar.update(tally.postfix())
+            bar.update(postfix=tally.postfix())
     finally:
         bar.close()
         results.close()

@@ -47,9 +47,10 @@ def labels_from_hf_config(checkpoint) -> list[str] | None:
     if config is None or not config.is_file():
         return None
     try:
-        id2label = json.loads(config.read_text()).get("id2label")
+        data = json.loads(config.read_text())
     except (OSError, ValueError):
         return None
+    id2label = data.get("id2label") if isinstance(data, dict) else None  # a config.json that is a list has no names
     if not isinstance(id2label, dict) or not id2label:
         return None
     try:

@@ -73,6 +73,7 @@ class EvalSummary:
         if self.failed:
             shown = ", ".join(f"{c} ({e})" for c, e in self.failed[:3])
             lines.append(f"failed: {shown}" + (f" and {len(self.failed) - 3} more (see the results file)" if len(self.failed) > 3 else ""))
+        lines.append("GFLOPs per view without STA's own products (as 'sta-deploy models' and 'flops' count them)")
         if self.note:
             lines.append(f"note: {self.note}")
         return "\n".join(lines)

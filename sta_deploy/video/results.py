@@ -34,6 +34,7 @@ class ResultsFile:
         self.records: dict[str, dict] = {}
         self.dropped_torn_line = False
         self._handle = None
+        self._lock = None
 
     # ------------------------------------------------------------------ reading
     def load(self) -> "ResultsFile":
@@ -42,12 +43,14 @@ class ResultsFile:
             return self
         data = self.path.read_bytes()
         if data and not data.endswith(b"\n"):
-            # the run was killed mid-line: drop the fragment (its clip is simply redone)
+            # the run was killed mid-line: drop the fragment (its clip is simply redone); only the
+            # lock holder cuts the file, since without the lock a live writer may be mid-line
             cut = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as handle:
-                handle.truncate(cut)
+            if self._lock is not None:
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(cut)
+                self.dropped_torn_line = True
             data = data[:cut]
-            self.dropped_torn_line = True
         for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
             if not line.strip():
                 continue
@@ -105,11 +108,22 @@ class ResultsFile:
                 )
 
     def open(self, settings: dict, *, restart: bool = False) -> "ResultsFile":
+        """Start appending; holds the file's lock until :meth:`close` (a second evaluate fails at once)."""
+        from .._io import output_lock
+
+        self._lock = output_lock(self.path).acquire()
+        try:
+            return self._open(settings, restart=restart)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, settings: dict, *, restart: bool) -> "ResultsFile":
+        self.load()  # what a run that finished before we got the lock added
         if restart and self.path.exists():
             self.path.unlink()
             self.settings, self.records = None, {}
         self.check_compatible(settings)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._handle = open(self.path, "a", encoding="utf-8")
         new_backends = set(settings.get("backends", {})) - set((self.settings or {}).get("backends", {}))
         if self.settings is None or new_backends:
@@ -130,6 +144,9 @@ class ResultsFile:
         if self._handle is not None:
             self._handle.close()
             self._handle = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
 
 def _short(value) -> str:
