@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import json_option
+from .options import backend_options, backend_precision, json_option, warnings_as_lines
 
 
 @click.command()
@@ -19,9 +19,10 @@ from .options import json_option
 @click.option("--min-kept", type=float, default=None, help="Smallest allowed kept-set agreement per stage [fp32: 1.0, fp16: 0.9].")
 @click.option("--engine", type=click.Path(dir_okay=False), default=None, help="A TensorRT engine built from ONNX_PATH to validate instead of ONNX Runtime.")
 @click.option("--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False), help="With --engine: plugin library the engine needs (repeatable).")
+@backend_options
 @json_option
-def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine, plugin_libs, as_json):
-    """Compare ONNX Runtime (or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
+def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine, plugin_libs, backend, precision, as_json):
+    """Compare ONNX Runtime (or OpenVINO, or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
 
     Exits 1 when a threshold is missed (fp32: max |diff| 1e-4, top-1 100%, kept 100%).
     """
@@ -30,7 +31,15 @@ def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine,
     if not Path(onnx_path).is_file():
         raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
     tolerances = {"max_abs": atol, "kept": min_kept}
-    if engine is not None:
+    precision = backend_precision(backend, precision)
+    if engine is not None and backend != "onnxruntime":
+        raise click.UsageError("--engine validates a TensorRT engine; drop --backend")
+    if backend == "openvino":
+        from ..validate import validate_openvino
+
+        with warnings_as_lines():
+            report = validate_openvino(onnx_path, precision=precision, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances)
+    elif engine is not None:
         from ..validate import validate_engine
 
         report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, plugin_libs=plugin_libs)
