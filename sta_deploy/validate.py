@@ -19,7 +19,7 @@ TOLERANCES = {
     # int8 dynamic quantization: weights and activations of the blocks' products in 8 bits.
     "int8": {"max_abs": 5e-1, "top1": 0.75, "kept": 0.75, "cosine": 0.99},
     # OpenVINO's bf16 inference precision hint: every product in bf16 (8-bit mantissa), STA's included.
-    "bf16": {"max_abs": 2e-1, "top1": 0.9, "kept": 0.85, "cosine": 0.995},
+    "bf16": {"max_abs": 2e-1, "top1": 0.9, "kept": 0.8, "cosine": 0.995},
 }
 
 
