@@ -150,3 +150,29 @@ def trtexec_bench(model_path, *, plugin_libs=()) -> dict:
         f"p99 {gpu.get('p99', float('nan')):.3f} ms{flops_line}"
     )
     return summary
+
+
+def time_openvino(label: str, model, video: np.ndarray, **kwargs) -> Timing:
+    """:func:`time_callable` of one OpenVINO inference (a :class:`sta_deploy.runtime.openvino.OpenVinoModel`)."""
+    return time_callable(label, lambda: model.run(video), batch=video.shape[0], **kwargs)
+
+
+def openvino_bench(model_path, video: np.ndarray, *, precision: str = "f32", threads=None, runs: int = 10, warmup: int = 2, profile: bool = False, cache_dir=None) -> dict:
+    """Median latency of ``model_path`` on OpenVINO (CPU) at ``precision``, the time its compilation
+    took (from the model cache when it was there), and with ``profile`` STA's share of the node time."""
+    from .runtime.openvino import openvino_model, openvino_sta_share
+
+    model = openvino_model(model_path, precision=precision, threads=threads, cache_dir=cache_dir)
+    timing = time_openvino(Path(model_path).name, model, video, warmup=warmup, runs=runs)
+    result = {
+        "provider": model.description,
+        "precision": model.precision,
+        "compile_s": model.compile_seconds,
+        "cache_dir": str(model.cache_dir) if model.cache_dir else None,
+        "threads": threads,
+        **timing.as_dict(),
+    }
+    if profile:
+        profiled = openvino_model(model_path, precision=precision, threads=threads, cache_dir=cache_dir, profile=True)
+        result["sta_share"] = openvino_sta_share(profiled, node_scopes(model_path), video)
+    return result

@@ -22,6 +22,8 @@ TOLERANCES = {
     "fp16": {"max_abs": 5e-2, "top1": 0.9, "kept": 0.9, "cosine": 0.999, "margin": ROUNDING_MARGINS["fp16"]},
     # int8 dynamic quantization: weights and activations of the blocks' products in 8 bits.
     "int8": {"max_abs": 5e-1, "top1": 0.75, "kept": 0.75, "cosine": 0.99, "margin": ROUNDING_MARGINS["int8"]},
+    # OpenVINO's bf16 inference precision hint: every product in bf16 (8-bit mantissa), STA's included.
+    "bf16": {"max_abs": 2e-1, "top1": 0.9, "kept": 0.8, "cosine": 0.995, "margin": ROUNDING_MARGINS["int8"]},
 }
 
 
@@ -325,3 +327,28 @@ def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=No
     # One clip per reference call, so that a clip's verdict never depends on its neighbours.
     ref_logits, ref_kept = run_model(model, data, got_kept is not None, batch_size=1)
     return compare_outputs(ref_logits, outputs["logits"], ref_kept, got_kept, dtype=manifest["dtype"], backend="tensorrt", tolerances=tolerances)
+
+
+def openvino_tolerance_key(dtype: str, precision: str) -> str:
+    """The TOLERANCES row for an export of ``dtype`` run by OpenVINO at ``precision``: the bf16 hint
+    loosens fp32/fp16 exports to the bf16 row; int8 exports keep the int8 row (looser still)."""
+    return "bf16" if precision == "bf16" and dtype in ("fp32", "fp16") else dtype
+
+
+def validate_openvino(path, *, precision: str = "f32", checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, threads=None, cache_dir=None) -> ValidationReport:
+    """Validate ``path`` on OpenVINO (CPU, inference precision ``precision``) against the PyTorch model
+    its manifest describes; like :func:`validate_onnx`, with the tolerances of the precision it ran in."""
+    from .export.manifest import read_manifest, rebuild_reference
+    from .runtime.openvino import check_openvino_model_file, check_precision, openvino_model, run_clips as run_openvino
+
+    check_precision(precision)
+    check_openvino_model_file(path)  # a plugin-mode export is refused before the reference is built
+    manifest = read_manifest(path)
+    check_model_file(path, manifest)
+    model = rebuild_reference(manifest, checkpoint)
+    data = validation_clips(model.config.input_shape, clips, inputs, seed)
+    compiled = openvino_model(path, precision=precision, threads=threads, cache_dir=cache_dir)
+    got_logits, got_kept = run_openvino(compiled, manifest, data)
+    ref_logits, ref_kept = run_model(model, data, got_kept is not None, batch_size=1)
+    key = openvino_tolerance_key(manifest["dtype"], compiled.precision)
+    return compare_outputs(ref_logits, got_logits, ref_kept, got_kept, dtype=key, backend=compiled.description, tolerances=tolerances)

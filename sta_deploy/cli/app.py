@@ -24,6 +24,7 @@ COMMANDS = {
     "validate": ("sta_deploy.cli.validate_cmd", "validate"),
     "bench": ("sta_deploy.cli.bench_cmd", "bench"),
     "build": ("sta_deploy.cli.build_cmd", "build"),
+    "quantize": ("sta_deploy.cli.quantize_cmd", "quantize"),
     "predict": ("sta_deploy.cli.predict_cmd", "predict"),
     "visualize": ("sta_deploy.cli.visualize_cmd", "visualize"),
     "evaluate": ("sta_deploy.cli.evaluate_cmd", "evaluate"),

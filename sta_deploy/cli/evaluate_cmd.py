@@ -8,7 +8,7 @@ from pathlib import Path
 import click
 
 from .video_options import onnx_option, parse_r1_list, sampling_options, warn_random
-from .options import arch_options, checkpoint_option, json_option
+from .options import arch_options, backend_options, backend_precision, checkpoint_option, json_option
 
 
 @click.command()
@@ -29,11 +29,12 @@ from .options import arch_options, checkpoint_option, json_option
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
+@backend_options
 @arch_options
 @json_option
 @click.pass_context
 def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labels, root, dataset, views, stride, min_frames, prefix, restart,
-             retry_failed, limit, no_baseline, no_plot, no_progress, seed, threads, overrides, as_json):
+             retry_failed, limit, no_baseline, no_plot, no_progress, seed, threads, backend, precision, overrides, as_json):
     """Evaluate on CLIP_LIST: a 'path label' file (K400 / SSv2 style) or a folder with a sub-folder per class.
 
     Prints top-1 / top-5 for every r1 next to r1 = 0, GFLOPs per view and clips/s, and writes
@@ -57,7 +58,8 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
         from .._io import writable_folder
 
         writable_folder(prefix)  # before any work; a missing folder is created when writing
-    backends = _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads)
+    runtime = (backend, backend_precision(backend, precision))
+    backends = _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads, runtime)
     first = backends[0]
     warn_random(first)
     names, label_source = resolve_labels(first.num_classes, labels_file=labels, checkpoint=first.checkpoint)
@@ -83,15 +85,18 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
         click.echo("wrote " + ", ".join(str(p) for p in [results_path, *written]))
 
 
-def _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads):
-    from .video_options import set_torch_threads
+def _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads, runtime=("onnxruntime", None)):
+    from .video_options import check_runtime_needs_onnx, set_torch_threads
 
     set_torch_threads(threads)
+    check_runtime_needs_onnx(runtime[0], onnx_paths)
     if onnx_paths:
-        from ..video.backends import OnnxBackend
+        from ..video.backends import exported_backend
+        from .options import warnings_as_lines
         from .video_options import check_against_manifest
 
-        backends = [OnnxBackend(path, checkpoint=checkpoint, threads=threads, needed_by="evaluate --onnx") for path in onnx_paths]
+        with warnings_as_lines():
+            backends = [exported_backend(path, backend=runtime[0], precision=runtime[1], checkpoint=checkpoint, threads=threads, needed_by="evaluate --onnx") for path in onnx_paths]
         for backend in backends:
             check_against_manifest(ctx, backend, model_name, backend.r1, overrides)
         exported = sorted(b.r1 for b in backends)

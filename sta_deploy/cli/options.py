@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 
 import click
@@ -84,3 +85,48 @@ def json_option(func):
 RANDOM_WEIGHTS_WARNING = (
     "warning: no --checkpoint given: {name} uses random weights (shapes, speed and parity are real, predictions are not)"
 )
+
+
+BACKENDS = ("onnxruntime", "openvino")
+
+
+def backend_options(func):
+    """--backend (ONNX Runtime or OpenVINO) and --precision (OpenVINO's inference precision hint)."""
+    from ..runtime.openvino import PRECISIONS
+
+    return apply_options(
+        func,
+        [
+            click.option(
+                "--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
+                help="Runtime for the exported model; openvino needs pip install 'sta-deploy[openvino]'.",
+            ),
+            click.option(
+                "--precision", type=click.Choice(PRECISIONS), default=None,
+                help="With --backend openvino: inference precision, f32 or bf16 (CPUs with AVX512-BF16 or AMX) [default: f32].",
+            ),
+        ],
+    )
+
+
+def backend_precision(backend: str, precision) -> str | None:
+    """The precision to run at: OpenVINO's (default f32); --precision without --backend openvino is refused."""
+    if backend != "openvino":
+        if precision is not None:
+            raise click.UsageError("--precision is OpenVINO's inference precision; add --backend openvino")
+        return None
+    return precision or "f32"
+
+
+@contextlib.contextmanager
+def warnings_as_lines():
+    """Python warnings raised inside (e.g. OpenVINO's bf16 fallback) as one 'warning: ...' line on stderr."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        click.echo(f"warning: {' '.join(str(message).split())}", err=True)
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        warnings.showwarning = show
+        yield

@@ -7,7 +7,7 @@ import json
 import click
 
 from .video_options import onnx_option, sampling_options, single_backend
-from .options import json_option, model_options
+from .options import backend_options, backend_precision, json_option, model_options
 
 
 @click.command()
@@ -19,10 +19,11 @@ from .options import json_option, model_options
 @sampling_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
+@backend_options
 @click.option("--save-views", "views_folder", type=click.Path(file_okay=False), default=None, help="Also save each clip's model input as DIR/<clip>.views.npy (views, 3, T, H, W) float32, e.g. for examples/trt_classify.")
 @json_option
 @click.pass_context
-def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, views_folder, as_json):
+def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, backend, precision, views_folder, as_json):
     """Classify CLIPS (video files or frame folders): top-k classes with scores, averaged over the views.
 
     Frames are sampled as the backbone was evaluated (see --dataset); the scores are the average
@@ -33,11 +34,14 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
     Examples:
       sta-deploy predict clip.mp4 --model vit_b --r1 48 --checkpoint videomae-base-finetuned-kinetics/
       sta-deploy predict clips/*.mp4 --onnx vit_b_r48.onnx --labels k400_labels.txt --views 1x1 --json
+      sta-deploy predict clip.mp4 --onnx vit_b_r48.onnx --backend openvino --precision bf16
     """
     from ..video.labels import resolve_labels
     from ..video.predict import predict_files, protocol_for_backend
 
-    backend = single_backend(ctx, model_name=model_name, r1=r1, checkpoint=checkpoint, overrides=overrides, onnx_path=onnx_path, seed=seed, threads=threads)
+    runtime, precision = backend, backend_precision(backend, precision)
+    backend = single_backend(ctx, model_name=model_name, r1=r1, checkpoint=checkpoint, overrides=overrides, onnx_path=onnx_path, seed=seed, threads=threads,
+                             runtime=runtime, precision=precision)
     names, label_source = resolve_labels(backend.num_classes, labels_file=labels, checkpoint=backend.checkpoint)
     protocol = protocol_for_backend(backend, dataset=dataset, views=views, stride=stride, min_frames=min_frames)
 

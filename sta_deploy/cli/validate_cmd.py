@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .options import json_option
+from .options import backend_options, backend_precision, json_option, warnings_as_lines
 
 
 @click.command()
@@ -21,9 +21,10 @@ from .options import json_option
 @click.option("--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False), help="With --engine: plugin library the engine needs (repeatable).")
 @click.option("--save-inputs", type=click.Path(dir_okay=False), default=None, help="Also write the clips as Polygraphy input data (JSON), for 'polygraphy run --load-inputs'.")
 @click.option("--save-outputs", type=click.Path(dir_okay=False), default=None, help="Also write the PyTorch reference's outputs as Polygraphy RunResults (JSON), for '--load-outputs'.")
+@backend_options
 @json_option
-def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine, plugin_libs, save_inputs, save_outputs, as_json):
-    """Compare ONNX Runtime (or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
+def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine, plugin_libs, save_inputs, save_outputs, backend, precision, as_json):
+    """Compare ONNX Runtime (or OpenVINO, or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
 
     ONNX Runtime's token choices are replayed in the reference stage by stage: swaps of near-tied
     scores (within a rounding margin: fp32 1e-5, fp16 2e-2, int8 1e-1 relative) pass, real
@@ -37,7 +38,15 @@ def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine,
     tolerances = {"max_abs": atol, "kept": min_kept}
     if engine is not None and (save_inputs or save_outputs):
         raise click.UsageError("--save-inputs/--save-outputs write the PyTorch reference for any backend: run them without --engine")
-    if engine is not None:
+    precision = backend_precision(backend, precision)
+    if engine is not None and backend != "onnxruntime":
+        raise click.UsageError("--engine validates a TensorRT engine; drop --backend")
+    if backend == "openvino":
+        from ..validate import validate_openvino
+
+        with warnings_as_lines():
+            report = validate_openvino(onnx_path, precision=precision, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances)
+    elif engine is not None:
         from ..validate import validate_engine
 
         report = validate_engine(onnx_path, engine, checkpoint=checkpoint, clips=clips, inputs=inputs, seed=seed, tolerances=tolerances, plugin_libs=plugin_libs)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from .options import RANDOM_WEIGHTS_WARNING, apply_options
+from .options import RANDOM_WEIGHTS_WARNING, apply_options, warnings_as_lines
 
 
 SAMPLING_OPTIONS = {
@@ -60,12 +60,15 @@ def warn_random(backend) -> None:
         click.echo(RANDOM_WEIGHTS_WARNING.format(name=backend.model_name), err=True)
 
 
-def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, seed, threads=None):
-    """The PyTorch model from --model/--r1/--checkpoint, or the ONNX model from --onnx."""
+def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, seed, threads=None, runtime="onnxruntime", precision=None):
+    """The PyTorch model from --model/--r1/--checkpoint, or the ONNX model from --onnx (on ``runtime``:
+    --backend, with OpenVINO's --precision)."""
+    check_runtime_needs_onnx(runtime, onnx_path)
     if onnx_path is not None:
-        from ..video.backends import OnnxBackend
+        from ..video.backends import exported_backend
 
-        backend = OnnxBackend(onnx_path, checkpoint=checkpoint, threads=threads, needed_by=f"{ctx.info_name} --onnx")
+        with warnings_as_lines():
+            backend = exported_backend(onnx_path, backend=runtime, precision=precision, checkpoint=checkpoint, threads=threads, needed_by=f"{ctx.info_name} --onnx")
         check_against_manifest(ctx, backend, model_name, r1, overrides)
     else:
         from ..video.backends import torch_backends
@@ -74,6 +77,11 @@ def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, see
         backend = torch_backends(model_name, [r1], checkpoint=checkpoint, overrides=overrides, seed=seed)[0]
     warn_random(backend)
     return backend
+
+
+def check_runtime_needs_onnx(runtime: str, onnx_paths) -> None:
+    if runtime != "onnxruntime" and not onnx_paths:
+        raise click.UsageError(f"--backend {runtime} runs exported models: give --onnx M.onnx (export it with 'sta-deploy export')")
 
 
 def set_torch_threads(threads) -> None:

@@ -77,7 +77,6 @@ class OnnxBackend(Backend):
     def __init__(self, path, *, providers=None, threads=None, checkpoint=None, needed_by: str = "--onnx"):
         from ..export.manifest import manifest_config, read_verified_manifest
         from ..models.registry import resolve_config
-        from ..runtime.onnxrt import onnx_session
 
         self.path = Path(path)
         self.manifest = read_verified_manifest(path, needed_by=needed_by)  # names the command in its errors
@@ -88,7 +87,12 @@ class OnnxBackend(Backend):
             self.manifest["model"], int(self.manifest["r1"]), resolve_config(self.manifest["model"], **config),
             source=str(path), checkpoint=checkpoint, random_weights=weights.get("source") == "random-init",
         )
-        self.session = onnx_session(path, providers=providers, threads=threads)
+        self._open_runtime(providers=providers, threads=threads)
+
+    def _open_runtime(self, *, providers, threads):
+        from ..runtime.onnxrt import onnx_session
+
+        self.session = onnx_session(self.path, providers=providers, threads=threads)
         self.output_names = [o.name for o in self.session.get_outputs()]
 
     @property
@@ -112,6 +116,46 @@ class OnnxBackend(Backend):
         manifest = dict(self.manifest, r1=self.r1 if r1 is None else r1)
         model = rebuild_reference(manifest, self.checkpoint if self.manifest["weights"]["source"] == "checkpoint" else None)
         return TorchBackend(model, source=f"rebuilt from {self.path.name}", checkpoint=self.checkpoint, random_weights=self.random_weights)
+
+
+class OpenVinoBackend(OnnxBackend):
+    """An exported model on OpenVINO (CPU) at an inference precision (``f32`` or ``bf16``)."""
+
+    kind = "openvino"
+
+    def __init__(self, path, *, precision: str = "f32", threads=None, checkpoint=None, cache_dir=None, needed_by: str = "--onnx"):
+        from ..runtime.openvino import check_openvino_model_file, check_precision
+
+        check_openvino_model_file(path)  # plugin-mode exports are refused before anything is built
+        self.precision = check_precision(precision)
+        self.cache_dir = cache_dir
+        super().__init__(path, threads=threads, checkpoint=checkpoint, needed_by=needed_by)
+
+    def _open_runtime(self, *, providers, threads):
+        from ..runtime.openvino import openvino_model
+
+        self.compiled = openvino_model(self.path, precision=self.precision, threads=threads, cache_dir=self.cache_dir)
+        self.output_names = self.compiled.output_names
+
+    def describe(self) -> str:
+        return f"{self.model_name} r1={self.r1} ({self.compiled.description}: {self.source})"
+
+    def _run(self, clips, with_kept):
+        from ..runtime.openvino import run_clips as run_openvino
+
+        if with_kept and not self.has_kept:
+            raise ConfigError(f"{self.path} has no kept_stage outputs; export it with --with-kept to see the kept tokens")
+        logits, kept = run_openvino(self.compiled, self.manifest, clips)
+        return logits, (kept if with_kept else None)
+
+
+def exported_backend(path, *, backend: str = "onnxruntime", precision: str | None = None, threads=None, checkpoint=None, needed_by: str = "--onnx") -> OnnxBackend:
+    """An exported model on ``backend`` ("onnxruntime" or "openvino"; ``precision`` is OpenVINO's)."""
+    if backend == "openvino":
+        return OpenVinoBackend(path, precision=precision or "f32", threads=threads, checkpoint=checkpoint, needed_by=needed_by)
+    if backend != "onnxruntime":
+        raise ConfigError(f"backend {backend!r} is not one of onnxruntime, openvino")
+    return OnnxBackend(path, threads=threads, checkpoint=checkpoint, needed_by=needed_by)
 
 
 def torch_backends(model_name: str, r1_values, *, checkpoint=None, overrides=None, seed: int = 0) -> list[TorchBackend]:
