@@ -16,9 +16,10 @@ Layout (lower layers never import higher ones; an import-linter contract in pypr
 
 from ._version import __version__
 from .errors import CheckpointError, ConfigError, StaDeployError
-from .models.registry import create_model, list_models
 
 _LAZY = {
+    "create_model": ("sta_deploy.models.registry", "create_model"),
+    "list_models": ("sta_deploy.models.registry", "list_models"),
     "count_flops": ("sta_deploy.models.flops", "count_flops"),
     "FlopsReport": ("sta_deploy.models.flops", "FlopsReport"),
     "save_checkpoint": ("sta_deploy.models.checkpoints", "save_checkpoint"),
