@@ -133,7 +133,7 @@ def failure_from_log(text: str) -> str | None:
     for line in text.splitlines():
         found = LOAD_FAILURE.search(line)
         if found:
-            reason = found.group(2).replace("\\n", " ").strip()
+            reason = found.group(2).split("\\n\\nAt:")[0].replace("\\n", " ").strip()  # the Python backend appends a traceback
             return f"model '{found.group(1)}' failed to load: {reason[:400]}"
     for pattern in ("failed to start", "Address already in use", "error:", "Error"):
         for line in text.splitlines():

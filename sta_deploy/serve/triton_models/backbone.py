@@ -24,14 +24,19 @@ class TritonPythonModel:
         config, params, folder = model_setup(args)
         library = folder / REFERENCE_LIBRARY
         if library.is_file():  # plugin-mode export: the STA node's CPU reference travels with the model
-            os.environ.setdefault("STA_PLUGIN_REF_LIB", str(library))
+            os.environ["STA_PLUGIN_REF_LIB"] = str(library)
         from sta_deploy.export.manifest import read_manifest
         from sta_deploy.runtime.onnxrt import onnx_session
 
         model = folder / "model.onnx"
         self.manifest = read_manifest(model)
         threads = int(params.get("ort_threads") or 0) or None
-        self.session = onnx_session(model, providers=["CPUExecutionProvider"], threads=threads)
+        try:
+            self.session = onnx_session(model, providers=["CPUExecutionProvider"], threads=threads)
+        except Exception as error:  # onnx, protobuf and onnxruntime raise their own types
+            from sta_deploy.errors import first_line
+
+            raise RuntimeError(f"cannot load {model}: {first_line(error)}") from None
         self.input_name = config["input"][0]["name"]
         self.output_names = [output["name"] for output in config["output"]]
         self.static_batch = None if self.manifest["dynamic_batch"] else int(self.manifest["batch_size"])
