@@ -205,6 +205,15 @@ def test_a_stub_that_loses_tensors_refuses_to_load():
         check_nonempty({"logits": np.zeros((0, 6))})
 
 
+def test_a_stub_with_numpy_2_refuses_to_load(monkeypatch):
+    """Reproduced by hand with nvidia-pytriton 0.7: numpy 2 in the stub's environment gives empty answers."""
+    from sta_deploy.serve.triton_models.common import check_tensor_round_trip
+
+    monkeypatch.setattr(np, "__version__", "2.2.6")
+    with pytest.raises(RuntimeError, match=r"numpy 2\.2\.6 in the Python backend's environment .* answers empty tensors"):
+        check_tensor_round_trip(object())
+
+
 def test_client_refuses_an_empty_answer(monkeypatch):
     pytest.importorskip("tritonclient.http")
     from sta_deploy.serve.client import Connection, RemoteError
@@ -215,9 +224,14 @@ def test_client_refuses_an_empty_answer(monkeypatch):
         def as_numpy(self, name):
             return np.zeros((0,), np.float32)
 
-    monkeypatch.setattr(connection.client, "infer", lambda *a, **k: Empty())
-    with pytest.raises(RemoteError, match="answered an empty 'logits'"):
-        connection.infer("tiny", {"video": np.zeros((1, 3), np.float32)}, ["logits"])
+    class Unshapeable:  # what tritonclient does with an empty buffer: reshaping it fails
+        def as_numpy(self, name):
+            return np.zeros((0,), np.float32).reshape(1, 6)
+
+    for answer in (Empty(), Unshapeable()):
+        monkeypatch.setattr(connection.client, "infer", lambda *a, answer=answer, **k: answer)
+        with pytest.raises(RemoteError, match="answered an empty 'logits'"):
+            connection.infer("tiny", {"video": np.zeros((1, 3), np.float32)}, ["logits"])
 
 
 def test_unreachable_server_is_one_line(cli, tmp_path):

@@ -6,6 +6,8 @@ What this takes care of, so that ``sta-deploy serve`` is one command:
   library would be loaded instead of the running interpreter's and model loading fails
   (``'_thread.RLock' object has no attribute '_recursion_count'``): ``LD_LIBRARY_PATH`` starts with
   this interpreter's ``LIBDIR``, and ``PATH`` with its ``bin`` so the stub finds this environment;
+  the server runs in the folder above this package (the stub ignores PYTHONPATH but puts its working
+  directory on ``sys.path``), so the models import this very ``sta_deploy``;
 * numpy 2 in the stub's environment made answers come back empty without an error: refused before
   starting (and every model self-tests its tensors when it loads, see ``triton_models.common``);
 * the server runs in its own process group, with a parent-death signal: stopping it (or this process
@@ -83,10 +85,15 @@ def server_env(dist: Path) -> dict:
     libs = [libdir, str(dist.parent.parent / "nvidia_pytriton.libs"), env.get("LD_LIBRARY_PATH", "")]
     env["LD_LIBRARY_PATH"] = ":".join(p for p in libs if p)
     env["PATH"] = f"{Path(sys.executable).parent}:{env.get('PATH', '')}"
-    package_root = str(Path(__file__).resolve().parents[2])  # the stub imports sta_deploy (editable installs too)
-    env["PYTHONPATH"] = ":".join(p for p in (package_root, env.get("PYTHONPATH", "")) if p)
     env.setdefault("OMP_NUM_THREADS", str(os.cpu_count() or 1))
     return env
+
+
+def package_parent() -> str:
+    """The folder holding this ``sta_deploy``: the server's working directory.  The stub ignores
+    PYTHONPATH but puts its working directory first on ``sys.path``, so the Python-backend models
+    import this very package, whichever way it is installed."""
+    return str(Path(__file__).resolve().parents[2])
 
 
 def port_free(host: str, port: int) -> bool:
@@ -204,7 +211,7 @@ class TritonServer:
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(
                 self._arguments(dist, backends), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                env=server_env(dist), preexec_fn=_set_parent_death_signal,
+                env=server_env(dist), preexec_fn=_set_parent_death_signal, cwd=package_parent(),
             )
         try:
             self.wait_ready(timeout)

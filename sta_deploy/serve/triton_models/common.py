@@ -25,7 +25,14 @@ def model_setup(args) -> tuple[dict, dict, Path]:
 
 
 def check_tensor_round_trip(utils) -> None:
-    """Raise when a numpy array does not survive ``pb_utils.Tensor``: the stub would answer empty tensors."""
+    """Raise when the stub would answer empty tensors: numpy 2 in its environment (seen with
+    nvidia-pytriton 0.7's stub: the responses arrive empty, with no error), or an array that does not
+    survive ``pb_utils.Tensor``."""
+    if int(np.__version__.split(".")[0]) >= 2 and not getattr(utils, "SUPPORTS_NUMPY_2", False):
+        raise RuntimeError(
+            f"numpy {np.__version__} in the Python backend's environment ({np.__file__}): this stub answers empty tensors "
+            "with numpy 2; install numpy<2 there (pip install 'numpy<2')"
+        )
     probe = np.arange(12, dtype=np.float32).reshape(3, 4)
     try:
         back = utils.Tensor("probe", probe).as_numpy()
