@@ -11,7 +11,7 @@ Public API::
 
 Layout (lower layers never import higher ones; an import-linter contract in pyproject.toml checks it):
 ``sta``/``schedule``/``errors``/``_io`` -> ``models/`` -> ``plugin/`` -> ``export/``, ``runtime/`` ->
-``validate``/``bench``/``video/`` -> ``cli/``.
+``validate``/``bench``/``video/`` -> ``serve/`` -> ``cli/``.
 """
 
 from ._version import __version__

@@ -134,9 +134,10 @@ def test_tensorrt_plan_variants(cli, tiny_exports, tmp_path):
     assert (tmp_path / "a" / "engine" / "1" / "model.plan").read_bytes() == plan.read_bytes()
     assert configs["engine_classify"]["backend"] == "python" and configs["engine_video"]["platform"] == "ensemble"
     script = (tmp_path / "a" / "run_triton.sh").read_text()
-    assert "--backend-config=tensorrt,plugins=" in script and str(plugin.resolve()) in script and "--gpus all" in script
+    assert '--backend-config=tensorrt,plugins=\\"$PLUGIN\\"' in script and "/models/libsta_stage_select_trt.so" in script and "--gpus all" in script
+    assert (tmp_path / "a" / "libsta_stage_select_trt.so").read_bytes() == plugin.read_bytes()  # travels with the repository
     readme = (tmp_path / "a" / "README.md").read_text()
-    assert "LD_PRELOAD=/plugins/libsta_stage_select_trt.so" in readme and "loads only in NVIDIA's Triton container" in readme
+    assert "LD_PRELOAD=/models/libsta_stage_select_trt.so" in readme and "loads only in NVIDIA's Triton container" in readme
 
 
 def test_plan_needs_its_onnx(cli, tmp_path):

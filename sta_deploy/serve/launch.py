@@ -71,7 +71,7 @@ def serve_forever(target, *, host, http_port, grpc_port, metrics_port, echo, tim
             server.start(timeout=timeout)
             metrics = f", metrics http://{host}:{metrics_port}/metrics" if metrics_port else ""
             echo(f"{server_version(server.http_url)} ready: HTTP {server.http_url}, gRPC {server.grpc_url}{metrics}")
-            echo(f"try: sta-deploy predict CLIP --url {server.http_url}    (Ctrl-C or SIGTERM stops the server)", )
+            echo(f"try: sta-deploy predict CLIP --url {server.http_url}    (Ctrl-C or SIGTERM stops the server)")
             while server.alive():
                 time.sleep(0.5)
             from .server import failure_from_log

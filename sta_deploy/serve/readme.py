@@ -21,13 +21,14 @@ def _plugin_lines(plugin_lib) -> list[str]:
         "",
         "## The STA TensorRT plugin",
         "",
-        f"The engine has `STAStageSelect` plugin layers: Triton must load `{name}` before the model. Either",
+        f"The engine has `STAStageSelect` plugin layers: Triton must load `{name}` (copied to this repository's top",
+        "folder, which Triton does not take for a model) before the model. Either",
         "",
-        f"* `tritonserver --model-repository=/models --backend-config=tensorrt,plugins=/plugins/{name}` (the TensorRT backend loads it), or",
-        f"* `LD_PRELOAD=/plugins/{name} tritonserver --model-repository=/models`.",
+        f"* `tritonserver --model-repository=/models --backend-config=tensorrt,plugins=/models/{name}` (the TensorRT backend loads it), or",
+        f"* `LD_PRELOAD=/models/{name} tritonserver --model-repository=/models`.",
         "",
-        "`run_triton.sh` does the first, with the plugin's folder mounted at `/plugins`; the library must be built",
-        "for the container's TensorRT and CUDA (plugins/sta_stage_select/README.md).",
+        "`run_triton.sh` does the first.  The library must be built for the container's TensorRT and CUDA",
+        "(plugins/sta_stage_select/README.md), and the engine with the same TensorRT version.",
     ]
 
 
@@ -58,7 +59,7 @@ def repository_readme(report, source, plugin_lib) -> str:
 def run_script(report, plugin_lib) -> str:
     python_models = report.platform == "python" or report.ensemble is not None
     server = ["tritonserver --model-repository=/models"]
-    mounts = ['-v "$HERE:/models:ro"']
+    mounts = ['-v "$HERE:/models:ro"']  # the plugin library travels in the repository
     lines = [
         "#!/usr/bin/env bash",
         "# Serve this repository.  ./run_triton.sh --local: sta-deploy serve on this machine (CPU, Python backend);",
@@ -69,9 +70,8 @@ def run_script(report, plugin_lib) -> str:
         f'IMAGE="${{TRITON_IMAGE:-{TRITON_IMAGE}}}"',
     ]
     if plugin_lib is not None:
-        lines.append(f'PLUGIN_LIB="${{PLUGIN_LIB:-{Path(plugin_lib).resolve()}}}"')
-        mounts.append('-v "$(dirname "$PLUGIN_LIB"):/plugins:ro"')
-        server.append('--backend-config=tensorrt,plugins="/plugins/$(basename "$PLUGIN_LIB")"')
+        lines.append(f'PLUGIN="${{PLUGIN:-/models/{Path(plugin_lib).name}}}"  # inside the container')
+        server.append('--backend-config=tensorrt,plugins="$PLUGIN"')
     command = " ".join(server)
     if python_models:
         lines.append('STA_DEPLOY_SPEC="${STA_DEPLOY_SPEC:-sta-deploy[video]}"')

@@ -172,6 +172,8 @@ def write_repository(
         _write_config(staging / name, config, report)
         if with_preprocess:
             _preprocess_models(source, staging, name, config["max_batch_size"], instances, preprocess or PreprocessOptions(), report)
+        if chosen == "tensorrt" and plugin_lib is not None:  # a plain file at the top: Triton only takes folders for models
+            shutil.copyfile(plugin_lib, staging / Path(plugin_lib).name)
         (staging / "README.md").write_text(repository_readme(report, source, plugin_lib))
         script = staging / "run_triton.sh"
         script.write_text(run_script(report, plugin_lib))
