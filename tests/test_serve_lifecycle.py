@@ -133,10 +133,12 @@ def test_server_killed_under_load_clients_fail_in_time_and_a_restart_serves(smal
     assert _gone(str(small_repo)) == []
 
 
-@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
-def test_serve_command_prints_urls_and_stops_cleanly(small_repo, stop_signal):
+@pytest.mark.parametrize("stop_signal, target", [(signal.SIGTERM, "repository"), (signal.SIGINT, "export")], ids=["SIGTERM-repository", "Ctrl-C-export"])
+def test_serve_command_prints_urls_and_stops_cleanly(small_repo, tiny_exports, stop_signal, target):
+    """``serve REPO`` and ``serve EXPORT`` (a Python-backend repository with the video ensemble, made on the fly)."""
     http, grpc, metrics = _free_ports(3)
-    command = [sys.executable, "-c", "import sys; from sta_deploy.cli.app import main; sys.exit(main())", "serve", str(small_repo), "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
+    what = [str(small_repo)] if target == "repository" else [str(tiny_exports.get("tiny")), "--with-preprocess", "--views", "1x1"]
+    command = [sys.executable, "-c", "import sys; from sta_deploy.cli.app import main; sys.exit(main())", "serve", *what, "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
     try:
@@ -149,6 +151,8 @@ def test_serve_command_prints_urls_and_stops_cleanly(small_repo, stop_signal):
             if " ready: " in line:
                 break
         assert any(f"HTTP http://127.0.0.1:{http}, gRPC grpc://127.0.0.1:{grpc}, metrics http://127.0.0.1:{metrics}/metrics" in l for l in lines), lines
+        if target == "export":
+            assert "tiny, tiny_classify, tiny_preprocess, tiny_video" in lines[0]
         process.send_signal(stop_signal)
         out, _ = process.communicate(timeout=60)
     finally:
@@ -157,4 +161,4 @@ def test_serve_command_prints_urls_and_stops_cleanly(small_repo, stop_signal):
             process.wait()
     assert process.returncode == 0, out
     assert out.strip().splitlines()[-2:] == ["stopping Triton ...", "stopped"]
-    assert _gone(str(small_repo)) == []
+    assert _gone(str(small_repo) if target == "repository" else "sta_serve_") == []
