@@ -53,4 +53,6 @@ def triton_repo(export, output, name, onnx_path, kind, platform, max_batch, inst
     if report.platform == "python":
         click.echo(f"serve it here: sta-deploy serve {report.root}")
     else:
-        click.echo(f"{report.name} is {report.platform}: it loads in NVIDIA's Triton container ({report.root}/run_triton.sh), not in 'sta-deploy serve'")
+        from ..serve.readme import TRITON_PLATFORM
+
+        click.echo(f"{report.name} is {TRITON_PLATFORM[report.platform]}: it loads in NVIDIA's Triton container ({report.root}/run_triton.sh), not in 'sta-deploy serve'")

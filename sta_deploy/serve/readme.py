@@ -6,6 +6,7 @@ from pathlib import Path
 
 # nvidia-pytriton 0.7.0 ships Triton 2.51, the server of NGC's 24.10 containers
 TRITON_IMAGE = "nvcr.io/nvidia/tritonserver:24.10-py3"
+TRITON_PLATFORM = {"tensorrt": "tensorrt_plan", "onnxruntime": "onnxruntime_onnx"}
 PLATFORM_TEXT = {
     "tensorrt": "tensorrt_plan (TensorRT engine; loads only in NVIDIA's Triton container on a GPU)",
     "onnxruntime": "onnxruntime_onnx (Triton's ONNX Runtime backend; loads only in NVIDIA's Triton container)",
@@ -44,12 +45,17 @@ def repository_readme(report, source, plugin_lib) -> str:
     if report.ensemble:
         lines.append(f"* `{report.ensemble}`: ensemble, encoded video bytes in (`video_bytes`), averaged probabilities and top-k labels out "
                      f"(`{report.name}_preprocess` and `{report.name}_classify` are Python-backend models)")
-    lines += ["", *(f"Note: {note}" for note in report.notes), "", "## Serve it", "",
-              "Locally (CPU; the `tritonserver` of nvidia-pytriton, which ships only the Python backend):", "",
-              "```bash", "sta-deploy serve .            # or: ./run_triton.sh --local", "```", "",
-              f"In NVIDIA's container (`{TRITON_IMAGE}`, GPU):", "", "```bash", "./run_triton.sh", "```", "",
-              "Python-backend models import `sta_deploy`: the script installs it in the container first",
-              "(`STA_DEPLOY_SPEC`, default `sta-deploy[video]`: a wheel path or a requirement)."]
+    lines += ["", *(f"Note: {note}" for note in report.notes), "", "## Serve it", ""]
+    if report.platform == "python":
+        lines += ["Locally (CPU; the `tritonserver` of nvidia-pytriton, which ships only the Python backend):", "",
+                  "```bash", "sta-deploy serve .            # or: ./run_triton.sh --local", "```", ""]
+    else:
+        lines += [f"Not with `sta-deploy serve`: the `tritonserver` of nvidia-pytriton ships only the Python backend, and `{report.name}` "
+                  f"is {TRITON_PLATFORM.get(report.platform, report.platform)}.", ""]
+    lines += [f"In NVIDIA's container (`{TRITON_IMAGE}`, GPU):", "", "```bash", "./run_triton.sh", "```", ""]
+    if report.platform == "python" or report.ensemble:
+        lines += ["Python-backend models import `sta_deploy`: the script installs it in the container first",
+                  "(`STA_DEPLOY_SPEC`, default `sta-deploy[video]`: a wheel path or a requirement)."]
     lines += _plugin_lines(plugin_lib)
     lines += ["", "Client: `sta-deploy predict clip.mp4 --url http://HOST:8000"
               + (f" --model-name {report.ensemble}`" if report.ensemble else f" --model-name {report.name}`"), ""]
