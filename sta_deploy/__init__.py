@@ -11,14 +11,15 @@ Public API::
 
 Layout (lower layers never import higher ones; an import-linter contract in pyproject.toml checks it):
 ``sta``/``schedule``/``errors``/``_io`` -> ``models/`` -> ``plugin/`` -> ``export/``, ``runtime/`` ->
-``validate``/``bench``/``video/`` -> ``cli/``.
+``validate``/``bench``/``video/`` -> ``serve/`` -> ``cli/``.
 """
 
 from ._version import __version__
 from .errors import CheckpointError, ConfigError, StaDeployError
-from .models.registry import create_model, list_models
 
 _LAZY = {
+    "create_model": ("sta_deploy.models.registry", "create_model"),
+    "list_models": ("sta_deploy.models.registry", "list_models"),
     "count_flops": ("sta_deploy.models.flops", "count_flops"),
     "FlopsReport": ("sta_deploy.models.flops", "FlopsReport"),
     "save_checkpoint": ("sta_deploy.models.checkpoints", "save_checkpoint"),

@@ -42,3 +42,11 @@ def cli(capsys):
         return code, out, err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def tiny_exports(tmp_path_factory):
+    """Tiny seeded exports shared by the serving tests, made on first use (see tests/_serve.py)."""
+    from _serve import TinyExports
+
+    return TinyExports(tmp_path_factory.mktemp("tiny_exports"))

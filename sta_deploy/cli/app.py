@@ -28,6 +28,8 @@ COMMANDS = {
     "predict": ("sta_deploy.cli.predict_cmd", "predict"),
     "visualize": ("sta_deploy.cli.visualize_cmd", "visualize"),
     "evaluate": ("sta_deploy.cli.evaluate_cmd", "evaluate"),
+    "triton-repo": ("sta_deploy.cli.triton_repo_cmd", "triton_repo"),
+    "serve": ("sta_deploy.cli.serve_cmd", "serve"),
 }
 
 

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from .video_options import onnx_option, sampling_options, single_backend
+from .video_options import onnx_option, sampling_options, single_backend, warn_random
 from .options import backend_options, backend_precision, json_option, model_options
 
 
@@ -21,9 +21,11 @@ from .options import backend_options, backend_precision, json_option, model_opti
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
 @backend_options
 @click.option("--save-views", "views_folder", type=click.Path(file_okay=False), default=None, help="Also save each clip's model input as DIR/<clip>.views.npy (views, 3, T, H, W) float32, e.g. for examples/trt_classify.")
+@click.option("--url", default=None, help="Send the clips to a Triton server (http://HOST:PORT or grpc://HOST:PORT; the serve extra) instead of running a model here.")
+@click.option("--model-name", "served_model", default=None, help="With --url: the served model [default: the server's video ensemble, else its only model].")
 @json_option
 @click.pass_context
-def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, backend, precision, views_folder, as_json):
+def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, backend, precision, views_folder, url, served_model, as_json):
     """Classify CLIPS (video files or frame folders): top-k classes with scores, averaged over the views.
 
     Frames are sampled as the backbone was evaluated (see --dataset); the scores are the average
@@ -35,15 +37,26 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
       sta-deploy predict clip.mp4 --model vit_b --r1 48 --checkpoint videomae-base-finetuned-kinetics/
       sta-deploy predict clips/*.mp4 --onnx vit_b_r48.onnx --labels k400_labels.txt --views 1x1 --json
       sta-deploy predict clip.mp4 --onnx vit_b_r48.onnx --backend openvino --precision bf16
+      sta-deploy predict clip.mp4 --url http://127.0.0.1:8000
     """
     from ..video.labels import resolve_labels
     from ..video.predict import predict_files, protocol_for_backend
 
+    run_files = predict_files
     runtime, precision = backend, backend_precision(backend, precision)
-    backend = single_backend(ctx, model_name=model_name, r1=r1, checkpoint=checkpoint, overrides=overrides, onnx_path=onnx_path, seed=seed, threads=threads,
-                             runtime=runtime, precision=precision)
-    names, label_source = resolve_labels(backend.num_classes, labels_file=labels, checkpoint=backend.checkpoint)
-    protocol = protocol_for_backend(backend, dataset=dataset, views=views, stride=stride, min_frames=min_frames)
+    if url is not None:  # the model runs on a Triton server (sta_deploy.serve.remote)
+        from ..serve.remote import remote_predict_setup
+
+        if onnx_path is not None:
+            raise click.UsageError("--url and --onnx exclude each other: the model runs on the server")
+        remote = remote_predict_setup(url, served_model, labels=labels, dataset=dataset, views=views, stride=stride, min_frames=min_frames)
+        backend, protocol, run_files, names, label_source = remote.backend, remote.protocol, remote.run_files, remote.names, remote.label_source
+        warn_random(backend)
+    else:
+        backend = single_backend(ctx, model_name=model_name, r1=r1, checkpoint=checkpoint, overrides=overrides, onnx_path=onnx_path, seed=seed, threads=threads,
+                                 runtime=runtime, precision=precision)
+        names, label_source = resolve_labels(backend.num_classes, labels_file=labels, checkpoint=backend.checkpoint)
+        protocol = protocol_for_backend(backend, dataset=dataset, views=views, stride=stride, min_frames=min_frames)
 
     def show(path, prediction, error):
         if as_json:
@@ -58,7 +71,7 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
 
     if not as_json:
         click.echo(f"{backend.describe()}; {protocol.describe()}; labels: {label_source}")
-    run = predict_files(backend, clips, protocol, top=top, on_result=show, views_folder=views_folder)
+    run = run_files(backend, clips, protocol, top=top, on_result=show, views_folder=views_folder)
     if as_json:
         payload = {
             "model": backend.model_name, "r1": backend.r1, "backend": backend.kind, "source": backend.source,
