@@ -23,6 +23,7 @@ COMMANDS = {
     "predict": ("sta_deploy.cli.predict_cmd", "predict"),
     "visualize": ("sta_deploy.cli.visualize_cmd", "visualize"),
     "evaluate": ("sta_deploy.cli.evaluate_cmd", "evaluate"),
+    "protocol": ("sta_deploy.cli.protocol_cmd", "protocol"),
 }
 
 
