@@ -1,4 +1,4 @@
-"""examples/trt_classify, the C++ app that runs an exported engine: its TensorRT-free parts (.npy reader,
+"""examples/classify, the C++ app that runs an exported engine: its TensorRT-free parts (.npy reader,
 view averaging, half -> float) against numpy and sta_deploy.video.predict on the CPU; the app itself
 compiled against TensorRT headers when they are found (running it needs TensorRT and a GPU)."""
 
@@ -14,9 +14,9 @@ import pytest
 from _native import nvcc_path, tensorrt_root
 from sta_deploy.video.predict import average_views, top_k
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "trt_classify"
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "classify"
 
-pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is needed to build examples/trt_classify")
+pytestmark = pytest.mark.skipif(shutil.which("cmake") is None, reason="cmake is needed to build examples/classify")
 
 
 def _cmake(build: Path, *options: str, target: str | None = None) -> str:

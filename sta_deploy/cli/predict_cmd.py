@@ -19,7 +19,7 @@ from .options import json_option, model_options
 @sampling_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
-@click.option("--save-views", "views_folder", type=click.Path(file_okay=False), default=None, help="Also save each clip's model input as DIR/<clip>.views.npy (views, 3, T, H, W) float32, e.g. for examples/trt_classify.")
+@click.option("--save-views", "views_folder", type=click.Path(file_okay=False), default=None, help="Also save each clip's model input as DIR/<clip>.views.npy (views, 3, T, H, W) float32, e.g. for examples/classify.")
 @json_option
 @click.pass_context
 def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, views_folder, as_json):
