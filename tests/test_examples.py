@@ -273,8 +273,14 @@ def test_views_equal_sta_deploy_video_bit_for_bit(app, model, clips, tmp_path, c
         expected = load_views(clip, protocol)
         pixels = np.load(tmp_path / "views" / f"{clip.name}.pixels.npy")
         views = np.load(tmp_path / "views" / f"{clip.name}.views.npy")
-        assert pixels.shape == expected.pixels.shape and np.array_equal(pixels, expected.pixels), clip.name
-        assert views.dtype == np.float32 and np.array_equal(views, expected.tensors()), clip.name
+        assert pixels.shape == expected.pixels.shape and views.shape == expected.tensors().shape and views.dtype == np.float32
+        # Normalised floats within 1/255 of a standard deviation; where the decoder is bit-exact by its
+        # standard (H.264: mp4, mkv; VP9: webm) identical uint8 frames and floats.  (MPEG-4 Part 2 in
+        # the avi is identical too between Debian's FFmpeg 5.1 and PyAV's FFmpeg 8, but its IDCT need not be.)
+        bound = (1 / 255) / np.asarray(protocol.std, dtype=np.float32)[None, :, None, None, None] + 1e-6
+        assert (np.abs(views - expected.tensors()) <= bound).all(), clip.name
+        if clip.suffix != ".avi":
+            assert np.array_equal(pixels, expected.pixels) and np.array_equal(views, expected.tensors()), (clip.name, int((pixels != expected.pixels).sum()))
         reference = predict_clip(backend, clip, protocol, top=5)
         assert [t["class"] for t in result["top"]] == reference.classes
         assert np.allclose([t["score"] for t in result["top"]], reference.scores, atol=1e-4)
