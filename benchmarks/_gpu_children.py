@@ -7,7 +7,6 @@ spent; timing rows are appended to a JSON-lines file as soon as each is measured
 from __future__ import annotations
 
 import json
-import re
 import subprocess
 import sys
 import tempfile
@@ -132,7 +131,7 @@ def time_child(args) -> int:
 
 
 def app_child(args) -> int:
-    """examples/trt_classify on an engine of a small export vs ONNX Runtime on the same views: same top-5."""
+    """examples/classify (TensorRT backend) on an engine of a small export vs ONNX Runtime on the same views: same top-5."""
     import sta_deploy
     from sta_deploy.export.onnx_export import export_onnx
     from sta_deploy.runtime.onnxrt import onnx_session
@@ -149,12 +148,13 @@ def app_child(args) -> int:
         session = onnx_session(folder / "vit_s_r48.onnx", providers=["CPUExecutionProvider"])
         logits = np.concatenate([session.run(None, {"video": views[i : i + 1]})[0] for i in range(len(views))])
         expected, _ = top_k(average_views(logits, "logits"), 5)
-        done = subprocess.run([args.child_app, str(plan), str(folder / "views.npy"), "--top", "5"], capture_output=True, text=True, timeout=300)
+        command = [args.child_app, str(plan), str(folder / "views.npy"), "--backend", "tensorrt", "--average", "logits", "--top", "5", "--json"]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300)
     print(done.stdout + done.stderr)
     if done.returncode != 0:
         return done.returncode
-    printed = [int(found.group(1)) for line in done.stdout.splitlines() if (found := re.match(r"\s+\d+\.\s+(\d+)\s", line))]
-    print(f"onnxruntime top-5 {expected}; trt_classify printed {printed[:5]}")
+    printed = [int(entry["class"]) for entry in json.loads(done.stdout)["results"][0]["top"]]
+    print(f"onnxruntime top-5 {expected}; classify printed {printed[:5]}")
     return 0 if printed[:5] == expected else 1
 
 

@@ -8,7 +8,7 @@
    nvidia-cuda-nvcc-cu12 where none is installed, and this repository without its onnxruntime pin).
 2. Checks that skip without a GPU: tests/test_plugin_gpu_kernel.py (kernel == CPU reference),
    tests/test_tensorrt.py's engine test (when TensorRT imports), tests/test_examples.py, and the C++
-   app examples/trt_classify when a built binary is found (STA_TRT_CLASSIFY or build/trt_classify/).
+   app examples/classify when a built binary is found (STA_CLASSIFY or build/classify/).
 3. Timings of vit_l and vit_b (random weights) at r1 = 0/32/48/64 (vit_l's r1 = 0 and 64 first: the
    paper's comparison), batch 1 and 32: PyTorch eager with fp16 autocast, ONNX Runtime CUDA EP on an
    fp16 export (device-side I/O binding), and trtexec without and with the STA plugin when present.
@@ -133,11 +133,11 @@ def set_up(suite: Suite, install: bool) -> tuple[str, dict]:
 def run_checks(suite: Suite, python: str, env: dict) -> None:
     tests = ["tests/test_plugin_gpu_kernel.py", "tests/test_tensorrt.py::test_engine_build_and_validate_on_gpu", "tests/test_examples.py"]
     suite.run("GPU tests (kernel vs CPU reference, TensorRT engine, C++ example)", [python, "-m", "pytest", "-q", "-rs", *tests], cap=240, env=env)
-    binary = os.environ.get("STA_TRT_CLASSIFY") or next((str(p) for p in (ROOT / "build/trt_classify/trt_classify", ROOT / "examples/trt_classify/build/trt_classify") if p.is_file()), None)
+    binary = os.environ.get("STA_CLASSIFY") or next((str(p) for p in (ROOT / "build/classify/classify", ROOT / "examples/classify/build/classify") if p.is_file()), None)
     if binary is None:
-        suite.steps.append({"step": "C++ app examples/trt_classify", "status": "skipped", "detail": "no built binary (set STA_TRT_CLASSIFY or build into build/trt_classify)"})
+        suite.steps.append({"step": "C++ app examples/classify", "status": "skipped", "detail": "no built binary (set STA_CLASSIFY or build into build/classify)"})
         return
-    suite.run("C++ app examples/trt_classify vs ONNX Runtime", [python, __file__, "--child-app", binary], cap=240, env=env)
+    suite.run("C++ app examples/classify vs ONNX Runtime", [python, __file__, "--child-app", binary], cap=240, env=env)
 
 
 def run_timings(suite: Suite, python: str, env: dict, args) -> list[dict]:

@@ -174,3 +174,25 @@ def test_views_of_a_portrait_clip_with_resize(tmp_path):
     assert clip.indices.tolist() == [[2 + 2 * j for j in range(8)]]
     assert clip.pixels.shape == (3, 8, 32, 32, 3)
     assert clip.pixels[0][..., 0][:, 5, 5].tolist() == [3 * (2 + 2 * j) for j in range(8)]
+
+
+def test_resize_frame_does_not_depend_on_the_thread_count():
+    """PyTorch resizes 3-channel images with another kernel when it has more threads (a few pixels per
+    million round the other way); resize_frame gives the one-thread answer on any thread count, so
+    views do not depend on --threads (and examples/classify can match them bit for bit)."""
+    import torch
+    import torch.nn.functional as F
+
+    from sta_deploy.video.sampling import resize_frame
+
+    frame = np.random.default_rng(1).integers(0, 256, (360, 640, 3), dtype=np.uint8)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        tensor = torch.from_numpy(frame).permute(2, 0, 1)[None].float()
+        one_thread = F.interpolate(tensor, size=(224, 398), mode="bilinear", align_corners=False)[0].permute(1, 2, 0).round().to(torch.uint8).numpy()
+        for count in (1, 2, 4):
+            torch.set_num_threads(count)
+            assert np.array_equal(resize_frame(frame, 224, 398), one_thread), count
+    finally:
+        torch.set_num_threads(threads)

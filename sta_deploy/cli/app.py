@@ -30,6 +30,7 @@ COMMANDS = {
     "evaluate": ("sta_deploy.cli.evaluate_cmd", "evaluate"),
     "triton-repo": ("sta_deploy.cli.triton_repo_cmd", "triton_repo"),
     "serve": ("sta_deploy.cli.serve_cmd", "serve"),
+    "protocol": ("sta_deploy.cli.protocol_cmd", "protocol"),
 }
 
 

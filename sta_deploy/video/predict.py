@@ -81,7 +81,7 @@ def protocol_for_backend(backend, *, dataset: str = "k400", views=None, stride=N
 def views_saver(folder):
     """A function (views, clip path) -> file that writes one clip's model input as
     ``folder/<clip file name>.views.npy``, (views, 3, T, S, S) float32, atomically, for running it
-    elsewhere (e.g. examples/trt_classify).  A re-run overwrites; two clips of one name in one run get
+    elsewhere (e.g. examples/classify).  A re-run overwrites; two clips of one name in one run get
     ``<name>.2.views.npy`` and so on."""
     from .._io import atomic_path
 

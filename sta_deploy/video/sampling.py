@@ -156,15 +156,25 @@ def crop_offsets(length: int, size: int, count: int, style: str = "videomae") ->
 
 
 def resize_frame(frame: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Bilinear resize of an (H, W, 3) uint8 frame (OpenCV's INTER_LINEAR: no antialias), rounded to uint8."""
+    """Bilinear resize of an (H, W, 3) uint8 frame (OpenCV's INTER_LINEAR: no antialias), rounded to uint8.
+
+    PyTorch resizes on one thread here: for 3-channel images it picks its kernel by thread count,
+    and the multi-threaded one rounds a few pixels per million differently, so the views would
+    depend on ``--threads``.  examples/classify reproduces the one-thread kernel bit for bit.
+    """
     if frame.shape[:2] == (height, width):
         return np.ascontiguousarray(frame)
     import torch
     import torch.nn.functional as F
 
-    tensor = torch.from_numpy(np.require(frame, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
-    out = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
-    return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one frame is too little work to share anyway
+    try:
+        tensor = torch.from_numpy(np.require(frame, requirements=["C", "W"])).permute(2, 0, 1)[None].float()
+        out = F.interpolate(tensor, size=(height, width), mode="bilinear", align_corners=False, antialias=False)
+        return out[0].permute(1, 2, 0).round().clamp(0, 255).to(torch.uint8).numpy()
+    finally:
+        torch.set_num_threads(threads)
 
 
 def normalise(views: np.ndarray, mean, std) -> np.ndarray:

@@ -1,5 +1,6 @@
 // Minimal reader of NumPy .npy files holding a little-endian float32, C-ordered array: what
-// `sta-deploy predict --save-views` and numpy.save(array.astype(np.float32)) write.  Header only.
+// `sta-deploy predict --save-views` and numpy.save(array.astype(np.float32)) write; and a writer of
+// float32 / uint8 arrays (classify --save-views).  Header only.
 #pragma once
 
 #include <cstdint>
@@ -151,6 +152,34 @@ inline NpyArray readNpyFloat32(std::string const& path)
         throw std::runtime_error(path + ": truncated .npy data");
     }
     return array;
+}
+
+//! Write a C-ordered array as .npy version 1.0; `descr` is "<f4" (float32) or "|u1" (uint8).
+inline void writeNpy(std::string const& path, std::vector<int64_t> const& shape, void const* data, size_t bytes, std::string const& descr)
+{
+    std::string shapeText = "(";
+    for (size_t i = 0; i < shape.size(); ++i)
+    {
+        shapeText += std::to_string(shape[i]) + (shape.size() == 1 ? "," : (i + 1 < shape.size() ? ", " : ""));
+    }
+    shapeText += ")";
+    std::string header = "{'descr': '" + descr + "', 'fortran_order': False, 'shape': " + shapeText + ", }";
+    size_t const total = 10 + header.size() + 1;
+    header += std::string((64 - total % 64) % 64, ' ') + "\n"; // the data starts 64-byte aligned
+    std::ofstream file(path, std::ios::binary);
+    if (!file)
+    {
+        throw std::runtime_error("cannot write " + path);
+    }
+    unsigned char const length[2] = {static_cast<unsigned char>(header.size() & 0xFF), static_cast<unsigned char>(header.size() >> 8)};
+    file.write("\x93NUMPY\x01\x00", 8);
+    file.write(reinterpret_cast<char const*>(length), 2);
+    file.write(header.data(), static_cast<std::streamsize>(header.size()));
+    file.write(static_cast<char const*>(data), static_cast<std::streamsize>(bytes));
+    if (!file)
+    {
+        throw std::runtime_error("cannot write " + path);
+    }
 }
 
 } // namespace sta_example
