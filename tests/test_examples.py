@@ -375,6 +375,30 @@ def test_broken_clips_are_reported_and_the_others_classified(app, model, clips, 
     assert [f["path"] for f in output["failed"]] == [str(broken["garbage.mp4"]), str(broken["short.avi"])]
 
 
+def test_odd_sized_frames_are_classified(app, model, tmp_path, one_torch_thread):
+    """Odd frame sizes (VP9 allows them) take swscale's scaled path and rows whose width is not a
+    multiple of its SIMD block: classified, same frame count and view shapes as sta_deploy.video.  (Not
+    compared pixel for pixel: FFmpeg 5.1 and 8 interpolate chroma differently on that path.)"""
+    import av
+
+    from sta_deploy.video.clips import load_views
+    from sta_deploy.video.synthetic import moving_shapes
+
+    path = tmp_path / "odd.webm"
+    frames = np.ascontiguousarray(moving_shapes(20, 36, 46, seed=5)[:, :35, :45])
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libvpx-vp9", rate=25)
+        stream.width, stream.height, stream.pix_fmt = 45, 35, "yuv420p"
+        stream.options = {"deadline": "realtime", "cpu-used": "8"}
+        for packet in [p for frame in frames for p in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24"))] + list(stream.encode()):
+            container.mux(packet)
+    done = _run(app, model, path, "--json", "--save-views", tmp_path)
+    assert done.returncode == 0, done.stderr
+    expected = load_views(path, _protocol(model, "k400"))
+    assert json.loads(done.stdout)["results"][0]["frames"] == expected.total_frames == 20
+    assert np.load(tmp_path / "odd.webm.pixels.npy").shape == expected.pixels.shape
+
+
 def _one_error_line(done: subprocess.CompletedProcess, code: int = 1) -> str:
     lines = done.stderr.splitlines()
     assert done.returncode == code and len(lines) == 1 and lines[0].startswith("classify: error: "), (done.returncode, done.stderr)

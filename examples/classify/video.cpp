@@ -156,8 +156,10 @@ public:
         int const* coefficients = sws_getCoefficients(colorspace);
         bool const fullRange = frame->color_range == AVCOL_RANGE_JPEG || srcRange != 0; // yuvj* formats are full range
         sws_setColorspaceDetails(mContext.get(), coefficients, fullRange ? 1 : 0, coefficients, 1, brightness, contrast, saturation);
-        int64_t const stride = static_cast<int64_t>(frame->width) * 3;
-        mBuffer.resize(static_cast<size_t>(stride * frame->height));
+        // swscale's SIMD converters write whole blocks of pixels, past the end of a row whose width is
+        // not a multiple of the block: rows are padded to 64 bytes and the buffer has a padded tail.
+        int64_t const stride = (static_cast<int64_t>(frame->width) * 3 + 63) / 64 * 64;
+        mBuffer.resize(static_cast<size_t>(stride * frame->height + kTailPadding));
         uint8_t* planes[4] = {mBuffer.data(), nullptr, nullptr, nullptr};
         int strides[4] = {static_cast<int>(stride), 0, 0, 0};
         sws_scale(mContext.get(), frame->data, frame->linesize, 0, frame->height, planes, strides);
@@ -165,6 +167,7 @@ public:
     }
 
 private:
+    static constexpr int64_t kTailPadding = 1024;
     std::unique_ptr<SwsContext, SwsDeleter> mContext;
     std::vector<uint8_t> mBuffer;
 };
@@ -185,7 +188,7 @@ Decoded decode(std::string const& path, std::set<int64_t> const* needed, FrameTr
     AVCodec const* codec = avcodec_find_decoder(parameters->codec_id);
     if (codec == nullptr)
     {
-        throw VideoError(std::string("cannot decode (no decoder for ") + avcodec_get_name(parameters->codec_id) + ")");
+        throw VideoError("cannot decode (" + avError(AVERROR_DECODER_NOT_FOUND) + ")"); // PyAV's words
     }
     std::unique_ptr<AVCodecContext, CodecDeleter> context(avcodec_alloc_context3(codec));
     avcodec_parameters_to_context(context.get(), parameters);
