@@ -28,6 +28,9 @@ _LAZY = {
     "validate_onnx": ("sta_deploy.validate", "validate_onnx"),
     "validate_engine": ("sta_deploy.validate", "validate_engine"),
     "onnx_session": ("sta_deploy.runtime.onnxrt", "onnx_session"),
+    "validate_openvino": ("sta_deploy.validate", "validate_openvino"),
+    "openvino_model": ("sta_deploy.runtime.openvino", "openvino_model"),
+    "quantize_openvino": ("sta_deploy.export.quantize_openvino", "quantize_openvino"),
 }
 
 
@@ -53,6 +56,9 @@ __all__ = [
     "validate_onnx",
     "validate_engine",
     "onnx_session",
+    "validate_openvino",
+    "openvino_model",
+    "quantize_openvino",
     "StaDeployError",
     "ConfigError",
     "CheckpointError",

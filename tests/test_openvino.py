@@ -184,6 +184,23 @@ def test_cli_predict_on_openvino_matches_onnxruntime(cli, exported, tmp_path):
     assert [t["class"] for t in openvino_run["results"][0]["top"]] == [t["class"] for t in ort_run["results"][0]["top"]]
 
 
+def test_cli_evaluate_on_openvino_matches_onnxruntime(cli, exported, tmp_path):
+    pytest.importorskip("av")
+    from sta_deploy.video.synthetic import moving_shapes, write_video
+
+    for label in range(2):
+        (tmp_path / "clips" / f"class{label}").mkdir(parents=True)
+        write_video(tmp_path / "clips" / f"class{label}" / "a.mp4", moving_shapes(36, 48, 72, seed=label, kind=label))
+    common = ["evaluate", tmp_path / "clips", "--views", "1x1", "--no-progress", "--no-plot", "--no-baseline", "--json", "--onnx", exported]
+    code, out, err = cli(*common, "--backend", "openvino", "-o", tmp_path / "ov")
+    assert code == 0, err
+    openvino_run = json.loads(out)["results"]
+    code, out, err = cli(*common, "-o", tmp_path / "ort")
+    ort_run = json.loads(out)["results"]
+    assert [(r["r1"], r["backend"]) for r in openvino_run] == [(R1, "openvino")]
+    assert [(r["top1"], r["top5"], r["clips"]) for r in openvino_run] == [(r["top1"], r["top5"], r["clips"]) for r in ort_run]
+
+
 def test_cli_quantize_from_videos(cli, exported, tmp_path):
     pytest.importorskip("nncf")
     pytest.importorskip("av")
@@ -250,3 +267,4 @@ def test_missing_openvino_says_what_to_install(cli, exported, monkeypatch, argv)
     code, _, err = cli(*[a.format(model=exported) for a in argv])
     assert code == 1
     _one_line_error(err, "is not installed", INSTALL)
+
