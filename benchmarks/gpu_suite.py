@@ -160,6 +160,8 @@ def run_timings(suite: Suite, python: str, env: dict, args) -> list[dict]:
 def table(rows: list[dict], gpus: list[str]) -> str:
     """Markdown: clips/s per path, and each r1's speed-up over r1 = 0 beside the paper's."""
     rows = [row for row in rows if "clips_per_s" in row]  # (skipped and failed paths are in the JSON)
+    if not rows:
+        return f"GPU: {', '.join(gpus)}; no timings (see the steps below)"
     paths = sorted({row["path"] for row in rows})
     lines = [f"GPU: {', '.join(gpus)}; random weights, 16x224 clips",
              "| model | r1 | batch | " + " | ".join(f"{p} clips/s" for p in paths) + " | PyTorch AMP speed-up vs r1 = 0 | paper (V100, AMP) |",
