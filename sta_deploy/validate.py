@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 
-from ._io import sha256_file
 from .replay import ROUNDING_MARGINS
 from .runtime.batching import kept_outputs
 from .runtime.pytorch import run_model
@@ -228,13 +227,6 @@ def check_kept_outputs(report: ValidationReport, backend_kept, replay) -> None:
             report.failures.append(f"kept_stage{stage} output is not the set of tokens the graph kept at stage {stage} ({_clip_list(differs)})")
 
 
-def check_model_file(path, manifest: dict) -> None:
-    """The .onnx must be the file the manifest describes (its sha256), not a later edit."""
-    from .export.manifest import check_model_matches
-
-    check_model_matches(path, manifest)
-
-
 def validation_clips(input_shape, clips: int, inputs, seed: int) -> np.ndarray:
     """``clips`` seeded random clips followed by the clips of the ``inputs`` .npy file, if given."""
     input_shape = tuple(input_shape)
@@ -282,11 +274,10 @@ def validate_onnx(
     differ, real mismatches, logits beyond tolerance and non-finite values fail.  ``save_inputs`` /
     ``save_outputs``: also write the clips and the plain reference's outputs as Polygraphy JSON.
     """
-    from .export.manifest import read_manifest, rebuild_reference
+    from .export.manifest import read_verified_manifest, rebuild_reference
     from .replay import replay_clips, summarise_stages
 
-    manifest = read_manifest(path)
-    check_model_file(path, manifest)
+    manifest = read_verified_manifest(path, needed_by="validate")
     model = rebuild_reference(manifest, checkpoint)
     data = validation_clips(model.config.input_shape, clips, inputs, seed)
     if save_inputs is not None or save_outputs is not None:
@@ -338,13 +329,12 @@ def openvino_tolerance_key(dtype: str, precision: str) -> str:
 def validate_openvino(path, *, precision: str = "f32", checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, threads=None, cache_dir=None) -> ValidationReport:
     """Validate ``path`` on OpenVINO (CPU, inference precision ``precision``) against the PyTorch model
     its manifest describes; like :func:`validate_onnx`, with the tolerances of the precision it ran in."""
-    from .export.manifest import read_manifest, rebuild_reference
+    from .export.manifest import read_verified_manifest, rebuild_reference
     from .runtime.openvino import check_openvino_model_file, check_precision, openvino_model, run_clips as run_openvino
 
     check_precision(precision)
     check_openvino_model_file(path)  # a plugin-mode export is refused before the reference is built
-    manifest = read_manifest(path)
-    check_model_file(path, manifest)
+    manifest = read_verified_manifest(path, needed_by="validate")
     model = rebuild_reference(manifest, checkpoint)
     data = validation_clips(model.config.input_shape, clips, inputs, seed)
     compiled = openvino_model(path, precision=precision, threads=threads, cache_dir=cache_dir)

@@ -22,7 +22,7 @@ import numpy as np
 from .._io import sha256_file, writable_folder
 from ..errors import ConfigError, first_line
 from ..plugin.names import count_plugin_nodes
-from .manifest import manifest_path, read_manifest, versions, write_manifest
+from .manifest import check_model_matches, manifest_path, read_manifest, versions, write_manifest
 from .quantize import sta_node_names
 
 INSTALL_HINT = "pip install 'sta-deploy[openvino]'"
@@ -53,8 +53,7 @@ def output_path(output, source) -> Path:
 
 def check_source(source, manifest: dict) -> None:
     """An unchanged fp32, pure-ONNX export: the only kind NNCF can calibrate and OpenVINO can run."""
-    if manifest.get("onnx_sha256") and sha256_file(source) != manifest["onnx_sha256"]:
-        raise ValueError(f"{source} changed since export (sha256 differs from its manifest); re-export it or restore the file")
+    check_model_matches(source, manifest)
     if manifest.get("sta_impl") == "plugin" or count_plugin_nodes(source):
         raise ConfigError(f"{source} is a plugin-mode export (STAStageSelect nodes); quantize an export made with --sta-impl onnx")
     if manifest["dtype"] != "fp32":

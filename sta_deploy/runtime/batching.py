@@ -5,6 +5,17 @@ from __future__ import annotations
 import numpy as np
 
 
+def padded_batches(clips: np.ndarray, size: int, *, pad: bool = True):
+    """``(chunk, real)`` for consecutive chunks of ``size`` clips; with ``pad`` the last chunk repeats
+    its final clip up to ``size`` (``real`` clips of it are genuine)."""
+    for start in range(0, len(clips), size):
+        chunk = clips[start : start + size]
+        real = len(chunk)
+        if pad and real < size:
+            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - real, axis=0)])
+        yield chunk, real
+
+
 def run_in_batches(run_batch, clips: np.ndarray, *, batch: int | None, step: int = 4) -> dict[str, np.ndarray]:
     """``run_batch(chunk) -> {name: array}`` over ``clips`` (N, C, T, H, W); the outputs concatenated.
 
@@ -14,11 +25,7 @@ def run_in_batches(run_batch, clips: np.ndarray, *, batch: int | None, step: int
     """
     size = batch or max(1, min(len(clips), step))
     outputs: dict[str, list] = {}
-    for start in range(0, len(clips), size):
-        chunk = clips[start : start + size]
-        real = len(chunk)
-        if batch and real < batch:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], batch - real, axis=0)])
+    for chunk, real in padded_batches(clips, size, pad=bool(batch)):
         for name, value in run_batch(chunk).items():
             outputs.setdefault(name, []).append(value[:real])
     return {name: np.concatenate(values) for name, values in outputs.items()}

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from .batching import padded_batches
+
 RUNNER_NAME = "sta-deploy-pytorch-reference"
 
 
@@ -31,13 +33,7 @@ def _polygraphy():
 def feed_batches(data: np.ndarray, manifest: dict) -> list[np.ndarray]:
     """``data`` split into the batches the export takes (static batch: padded with the last clip)."""
     size = 1 if manifest["dynamic_batch"] else manifest["batch_size"]
-    batches = []
-    for start in range(0, len(data), size):
-        chunk = data[start : start + size]
-        if len(chunk) < size:
-            chunk = np.concatenate([chunk, np.repeat(chunk[-1:], size - len(chunk), axis=0)])
-        batches.append(np.ascontiguousarray(chunk))
-    return batches
+    return [np.ascontiguousarray(chunk) for chunk, _ in padded_batches(data, size)]
 
 
 def reference_outputs(model, manifest: dict, batches: list[np.ndarray]) -> list[dict]:
