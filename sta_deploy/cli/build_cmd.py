@@ -16,16 +16,51 @@ import click
 @click.option("--max-batch", type=int, default=None, help="Largest batch.")
 @click.option("--timing-cache", type=click.Path(dir_okay=False), default=None, help="Timing cache file to read and update.")
 @click.option("--parse-only", is_flag=True, help="Only check that TensorRT (or TensorRT-RTX, no GPU needed) parses and builds the graph.")
+@click.option(
+    "--selection-outputs",
+    is_flag=True,
+    help="Also output each STA stage's token selection (sta_selection_stage0..2), so that 'validate --engine' replays "
+    "the engine's own choices and tells rounding near-ties from bugs.  Logits are unchanged; extra outputs cost a few KB.",
+)
 @click.option("--force", is_flag=True, help="Overwrite an existing engine.")
-def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_batch, timing_cache, parse_only, force):
+def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_batch, timing_cache, parse_only, selection_outputs, force):
     """Build a TensorRT engine from ONNX_PATH with the TensorRT Python API."""
+    import contextlib
     from pathlib import Path
-
-    from ..runtime.trt import build_engine
-    from ..runtime.trt_parse import parse_check
 
     if not Path(onnx_path).is_file():
         raise click.BadParameter(f"{onnx_path} does not exist", param_hint="ONNX_PATH")
+    output = output or str(Path(onnx_path).with_suffix(".plan"))
+    with contextlib.ExitStack() as stack:
+        source = _with_selection_outputs(stack, onnx_path, output) if selection_outputs else onnx_path
+        _build(source, output, fp16, bf16, plugin_libs, (min_batch, opt_batch, max_batch), timing_cache, parse_only, force)
+
+
+def _with_selection_outputs(stack, onnx_path, output):
+    """A scratch copy of ``onnx_path`` (beside the engine, so that external weights hard-link) whose
+    graph also outputs every STA stage's selection; the user's file is never touched."""
+    import tempfile
+
+    from .._io import writable_folder
+    from ..export.manifest import read_manifest
+    from ..export.selection_graph import write_selection_model
+
+    manifest = read_manifest(onnx_path, needed_by="build --selection-outputs")
+    if manifest["r1"] == 0:
+        raise click.BadParameter(f"{onnx_path} is unpruned (r1 = 0): it has no STA selection to output; drop --selection-outputs")
+    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".sta_selection_", dir=writable_folder(output)))
+    copy, names = write_selection_model(onnx_path, manifest["schedule"], scratch)
+    missing = [stage for stage, name in enumerate(names) if name is None]
+    if missing:
+        raise click.ClickException(f"cannot find the token selection of STA stage(s) {missing} in {onnx_path}: re-export it with sta-deploy export")
+    return copy
+
+
+def _build(onnx_path, output, fp16, bf16, plugin_libs, batches, timing_cache, parse_only, force):
+    from ..runtime.trt import build_engine
+    from ..runtime.trt_parse import parse_check
+
+    min_batch, opt_batch, max_batch = batches
     if parse_only:
         report = parse_check(onnx_path, plugin_libs=plugin_libs, batch_profile=(min_batch, opt_batch, max_batch))
         click.echo(f"{report.flavour} {report.version}: parsed {report.layers} layers, engine {report.engine_bytes / 1e6:.1f} MB; inputs {report.inputs}; outputs {report.outputs}")
@@ -33,7 +68,6 @@ def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_
             shapes = ", ".join(f"{tuple(o['shape'])} {o['dtype']}" for o in layer["outputs"])
             click.echo(f"  plugin layer {layer['name']}: {shapes}")
         return
-    output = output or str(Path(onnx_path).with_suffix(".plan"))
     build_engine(
         onnx_path,
         output,
