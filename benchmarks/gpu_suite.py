@@ -7,7 +7,8 @@
    builds .venv-gpu (pip: torch from PyPI, which is the CUDA build, onnxruntime-gpu, nvcc from
    nvidia-cuda-nvcc-cu12 where none is installed, and this repository without its onnxruntime pin).
 2. Checks that skip without a GPU: tests/test_plugin_gpu_kernel.py (kernel == CPU reference),
-   tests/test_tensorrt.py's engine test (when TensorRT imports), tests/test_examples.py, and the C++
+   tests/test_tensorrt.py's engine test and tests/test_validate_engine_replay.py (when TensorRT
+   imports), tests/test_examples.py, and the C++
    app examples/classify when a built binary is found (STA_CLASSIFY or build/classify/).
 3. Timings of vit_l and vit_b (random weights) at r1 = 0/32/48/64 (vit_l's r1 = 0 and 64 first: the
    paper's comparison), batch 1 and 32: PyTorch eager with fp16 autocast, ONNX Runtime CUDA EP on an
@@ -131,8 +132,9 @@ def set_up(suite: Suite, install: bool) -> tuple[str, dict]:
 
 
 def run_checks(suite: Suite, python: str, env: dict) -> None:
-    tests = ["tests/test_plugin_gpu_kernel.py", "tests/test_tensorrt.py::test_engine_build_and_validate_on_gpu", "tests/test_examples.py"]
-    suite.run("GPU tests (kernel vs CPU reference, TensorRT engine, C++ example)", [python, "-m", "pytest", "-q", "-rs", *tests], cap=240, env=env)
+    tests = ["tests/test_plugin_gpu_kernel.py", "tests/test_tensorrt.py::test_engine_build_and_validate_on_gpu",
+             "tests/test_validate_engine_replay.py", "tests/test_examples.py"]
+    suite.run("GPU tests (kernel vs CPU reference, TensorRT engine and its replay, C++ example)", [python, "-m", "pytest", "-q", "-rs", *tests], cap=240, env=env)
     binary = os.environ.get("STA_CLASSIFY") or next((str(p) for p in (ROOT / "build/classify/classify", ROOT / "examples/classify/build/classify") if p.is_file()), None)
     if binary is None:
         suite.steps.append({"step": "C++ app examples/classify", "status": "skipped", "detail": "no built binary (set STA_CLASSIFY or build into build/classify)"})

@@ -4,8 +4,13 @@ tritonserver, Python backend, dynamic batching) and called in-process, interleav
     python benchmarks/serve_cpu.py                              # vit_s at r1 = 0 and 48, concurrency 1/4/8
     python benchmarks/serve_cpu.py --model vit_b --rounds 2
 
-For every r1 and every round: the in-process session (batch 1, back to back), then Triton at each
-concurrency (that many client threads over HTTP, each sending single-clip requests).  Prints a
+For every r1 and every round: the in-process session (batch 1, back to back), then each Triton
+server configuration at each concurrency (that many client threads over HTTP, each sending
+single-clip requests).  A configuration is INSTANCESxTHREADS (``--servers 1x2,2x1``: one model
+instance with 2 ONNX Runtime threads, the latency set-up; two instances with one thread each,
+Triton's usual throughput knob on a CPU, which runs two clips at once instead of splitting one
+clip's matrix products over both cores).  The c=1 overhead is judged on the first configuration, the
+throughput at the largest concurrency on the best one (named in the target).  Prints a
 table, writes JSON (default benchmarks/results/serve_cpu_<model>.json) and says whether the targets
 are met: overhead at concurrency 1 <= 10% of the in-process latency; throughput at concurrency 8 >=
 in-process batch-1 throughput; the r1 = R / r1 = 0 throughput ratio through Triton within 0.03 of
@@ -15,6 +20,7 @@ the in-process one.  Needs the serve extra (pip install -e '.[serve]').
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -45,7 +51,9 @@ def parse_args(argv=None):
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds")
     parser.add_argument("--runs", type=int, default=4, help="in-process runs per round")
     parser.add_argument("--requests", type=int, default=3, help="requests per client thread per round (concurrency 1: x2)")
-    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ONNX Runtime threads, in-process and per server instance")
+    parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ONNX Runtime threads in-process")
+    parser.add_argument("--servers", default=f"1x{os.cpu_count() or 2},{os.cpu_count() or 2}x1",
+                        help="Triton configurations INSTANCESxTHREADS, comma-separated; the first is the c=1 overhead's")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--workdir", default=str(ROOT / "out" / "serve_cpu"))
     parser.add_argument("--out", default=None)
@@ -66,12 +74,14 @@ def export_models(model_name: str, r1_values, workdir: Path) -> dict:
     return paths
 
 
-def build_repository(paths: dict, workdir: Path, threads: int, max_batch: int) -> Path:
-    repository = workdir / "repository"
+def build_repository(paths: dict, workdir: Path, server: tuple[int, int], max_batch: int) -> Path:
+    instances, threads = server
+    repository = workdir / f"repository_{instances}x{threads}"
     shutil.rmtree(repository, ignore_errors=True)
     repository.mkdir(parents=True)
     for path in paths.values():
-        part = write_repository(path, workdir / f"part_{path.stem}", platform="python", threads=threads, max_batch=max_batch, force=True).root
+        part = write_repository(path, workdir / f"part_{path.stem}", platform="python", instances=instances, threads=threads,
+                                max_batch=max_batch, force=True).root
         shutil.move(str(part / path.stem), repository / path.stem)
         shutil.rmtree(part)
     return repository
@@ -119,7 +129,7 @@ def through_triton(url: str, model: str, clip, concurrency: int, requests: int) 
     return latencies, wall
 
 
-def measure(args, server, sessions: dict, clip, r1_values, concurrency) -> dict:
+def measure(args, servers: dict, sessions: dict, clip, r1_values, concurrency) -> dict:
     """{(r1, mode): {"latencies": [...], "clips": n, "seconds": wall}} over interleaved rounds."""
     results: dict = {}
 
@@ -133,10 +143,11 @@ def measure(args, server, sessions: dict, clip, r1_values, concurrency) -> dict:
         for r1 in r1_values:
             latencies = in_process(sessions[r1], clip, args.runs)
             add((r1, "in-process"), latencies, sum(latencies))
-            for level in concurrency:
-                requests = args.requests * (2 if level == 1 else 1)
-                latencies, wall = through_triton(server.http_url, f"{args.model}_r{r1}", clip, level, requests)
-                add((r1, f"triton c={level}"), latencies, wall)
+            for label, server in servers.items():
+                for level in concurrency:
+                    requests = args.requests * (2 if level == 1 else 1)
+                    latencies, wall = through_triton(server.http_url, f"{args.model}_r{r1}", clip, level, requests)
+                    add((r1, f"triton {label} c={level}"), latencies, wall)
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     return results
 
@@ -145,13 +156,13 @@ def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def summarise(results: dict, r1_values, concurrency) -> list[dict]:
+def summarise(results: dict, r1_values, labels, concurrency) -> list[dict]:
     rows = []
     for r1 in r1_values:
         base = results[(r1, "in-process")]
         base_p50 = percentile(base["latencies"], 50)
         base_rate = base["clips"] / base["seconds"]
-        for mode in ["in-process"] + [f"triton c={c}" for c in concurrency]:
+        for mode in ["in-process"] + [f"triton {label} c={c}" for label in labels for c in concurrency]:
             entry = results[(r1, mode)]
             p50 = percentile(entry["latencies"], 50)
             rate = entry["clips"] / entry["seconds"]
@@ -163,27 +174,29 @@ def summarise(results: dict, r1_values, concurrency) -> list[dict]:
     return rows
 
 
-def targets(rows: list[dict], r1_values, concurrency) -> list[dict]:
+def targets(rows: list[dict], r1_values, labels, concurrency) -> list[dict]:
     def row(r1, mode):
         return next(r for r in rows if r["r1"] == r1 and r["mode"] == mode)
 
     checks = []
+    top = max(concurrency)
     for r1 in r1_values:
-        overhead = row(r1, "triton c=1")["latency_vs_in_process"] - 1.0
-        checks.append({"target": f"r1={r1}: overhead at concurrency 1 <= 10%", "value": round(overhead, 3), "met": overhead <= 0.10})
-        top = f"triton c={max(concurrency)}"
-        ratio = row(r1, top)["throughput_vs_in_process"]
-        checks.append({"target": f"r1={r1}: throughput at concurrency {max(concurrency)} >= in-process batch 1", "value": ratio, "met": ratio >= 1.0})
+        overhead = row(r1, f"triton {labels[0]} c=1")["latency_vs_in_process"] - 1.0
+        checks.append({"target": f"r1={r1}: overhead at concurrency 1 ({labels[0]}) <= 10%", "value": round(overhead, 3), "met": overhead <= 0.10})
+        best = max(labels, key=lambda label: row(r1, f"triton {label} c={top}")["throughput_vs_in_process"])
+        ratio = row(r1, f"triton {best} c={top}")["throughput_vs_in_process"]
+        checks.append({"target": f"r1={r1}: throughput at concurrency {top} ({best}) >= in-process batch 1", "value": ratio, "met": ratio >= 1.0})
     base = r1_values[0]
     for r1 in r1_values[1:]:
         local = row(r1, "in-process")["clips_per_s"] / row(base, "in-process")["clips_per_s"]
-        for level in concurrency:
-            mode = f"triton c={level}"
-            served = row(r1, mode)["clips_per_s"] / row(base, mode)["clips_per_s"]
-            checks.append({
-                "target": f"r1={r1}/r1={base} throughput ratio, {mode} vs in-process ({local:.3f}): within 0.03",
-                "value": round(served, 3), "met": abs(served - local) <= 0.03,
-            })
+        for label in labels:
+            for level in concurrency:
+                mode = f"triton {label} c={level}"
+                served = row(r1, mode)["clips_per_s"] / row(base, mode)["clips_per_s"]
+                checks.append({
+                    "target": f"r1={r1}/r1={base} throughput ratio, {mode} vs in-process ({local:.3f}): within 0.03",
+                    "value": round(served, 3), "met": abs(served - local) <= 0.03,
+                })
     return checks
 
 
@@ -203,23 +216,28 @@ def main(argv=None) -> int:
     workdir.mkdir(parents=True, exist_ok=True)
     started = time.time()
     paths = export_models(args.model, r1_values, workdir)
-    repository = build_repository(paths, workdir, args.threads, args.max_batch)
+    configs = {label: tuple(int(v) for v in label.split("x")) for label in args.servers.split(",")}
+    repositories = {label: build_repository(paths, workdir, config, args.max_batch) for label, config in configs.items()}
     sessions = {r1: onnx_session(path, providers=["CPUExecutionProvider"], threads=args.threads) for r1, path in paths.items()}
     shape = [int(d) for d in json.loads(paths[r1_values[0]].with_name(paths[r1_values[0]].stem + ".manifest.json").read_text())["inputs"][0]["shape"][1:]]
     clip = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
-    with TritonServer(repository, http_port=free_port(), grpc_port=free_port()) as server:
-        for r1 in r1_values:  # warm-up: both paths once
+    with contextlib.ExitStack() as stack:
+        servers = {label: stack.enter_context(TritonServer(repository, http_port=free_port(), grpc_port=free_port()))
+                   for label, repository in repositories.items()}
+        for r1 in r1_values:  # warm-up: every path once (every instance of a multi-instance server)
             in_process(sessions[r1], clip, 1)
-            through_triton(server.http_url, f"{args.model}_r{r1}", clip, 1, 1)
-        results = measure(args, server, sessions, clip, r1_values, concurrency)
-    rows = summarise(results, r1_values, concurrency)
-    checks = targets(rows, r1_values, concurrency)
+            for label, server in servers.items():
+                through_triton(server.http_url, f"{args.model}_r{r1}", clip, configs[label][0], 1)
+        results = measure(args, servers, sessions, clip, r1_values, concurrency)
+    labels = list(configs)
+    rows = summarise(results, r1_values, labels, concurrency)
+    checks = targets(rows, r1_values, labels, concurrency)
     print(table(rows))
     for check in checks:
         print(f"{'met   ' if check['met'] else 'MISSED'} {check['target']}: {check['value']}")
     payload = {
         "benchmark": "serve_cpu", "model": args.model, "r1": r1_values, "concurrency": concurrency, "rounds": args.rounds,
-        "in_process_runs_per_round": args.runs, "requests_per_thread_per_round": args.requests, "ort_threads": args.threads,
+        "in_process_runs_per_round": args.runs, "requests_per_thread_per_round": args.requests, "ort_threads": args.threads, "servers": args.servers,
         "max_batch": args.max_batch, "transport": "HTTP, one clip per request, float32 (1, 3, T, H, W)",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
         "versions": versions(), "seconds": round(time.time() - started, 1), "rows": rows, "targets": checks,
