@@ -136,7 +136,9 @@ def _report(request, results, reference, no_plot, as_json):
     answer = tune_report.answer_line(choice, request.budget, len(reference["clips"]))
     table = tune_report.rows(results, request.budget, choice)
     files = [out / "tune.jsonl"]
-    if choice.met:
+    if not choice.met:
+        (out / "recipe.toml").unlink(missing_ok=True)  # an earlier budget's choice must not pass for this one's
+    else:
         files.append(tune_report.write_recipe(out / "recipe.toml", tune_report.recipe_text(request.spec, choice.chosen, answer=answer, quantize=_quantize_keys(request, choice, reference))))
     payload = {
         "model": request.spec.name, "backend": request.points[0].backend, "budget": {"mode": request.budget.mode, "value": request.budget.value},

@@ -88,20 +88,23 @@ class Choice:
 
 
 def pareto_front(results: list[PointResult], *, by_latency: bool = True) -> list[PointResult]:
-    """Points no other point beats in both cost (latency, or GFLOPs) and top-1 agreement (then KL)."""
+    """Points no other point beats in both cost (latency, or GFLOPs) and top-1 agreement: the curve of
+    the plot.  Among points equal in both, the lower mean KL stays."""
     def cost(result):
         return result.latency_ms if by_latency else result.gflops
 
+    def score(result):
+        return (cost(result), -result.measures["top1_agreement"])
+
     front = []
     for result in results:
-        mine = (cost(result), -result.measures["top1_agreement"], result.measures["mean_kl"])
-        dominated = False
-        for other in results:
-            theirs = (cost(other), -other.measures["top1_agreement"], other.measures["mean_kl"])
-            if other is not result and all(t <= m for t, m in zip(theirs, mine)) and theirs != mine:
-                dominated = True
-                break
-        if not dominated:
+        mine = score(result)
+        beaten = any(
+            all(t <= m for t, m in zip(score(other), mine))
+            and (score(other) != mine or other.measures["mean_kl"] < result.measures["mean_kl"])
+            for other in results if other is not result
+        )
+        if not beaten:
             front.append(result)
     return sorted(front, key=cost)
 
