@@ -90,9 +90,14 @@ def _request(model_name, checkpoint, overrides, seed, batch, backend, precisions
     if checkpoint is not None and not Path(checkpoint).exists():
         raise click.BadParameter(f"{checkpoint} does not exist", param_hint="--checkpoint")
     spec = ModelSpec(model_name, dict(overrides), checkpoint, seed, batch)
-    config = spec.build(0).config if checkpoint is not None else None  # a checkpoint may set num_classes
-    if config is not None:
-        spec.overrides = {**spec.overrides, "num_classes": config.num_classes}
+    if checkpoint is not None:  # a checkpoint may set the classes (a Hugging Face one more): the exports' config
+        import dataclasses
+
+        from ..models.registry import resolve_config
+
+        config, preset = spec.build(0).config, resolve_config(model_name)
+        loaded = {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if getattr(config, f.name) != getattr(preset, f.name)}
+        spec.overrides = {**spec.overrides, **loaded}
     values = check_r1_values(model_name, spec.overrides, r1_values) if r1_values else default_r1_sweep(model_name, spec.overrides)
     points = sweep_points(values, backend, check_precisions(backend, precisions))
     clips = read_clip_set(clip_source, root=root)

@@ -65,7 +65,7 @@ def table_text(table: list[dict]) -> str:
         lines.append(
             f"{row['r1']:>4} {row['backend']:<11} {row['precision']:<5} {row['gflops']:>8.4g} {latency:>9} {speedup:>7} "
             f"{_percent(row['top1_agreement']):>7} {_percent(row['top5_overlap']):>7} {row['mean_kl']:>8.4f} "
-            f"{_percent(row['top1']):>6} {_percent(row['top5']):>6}  {'*' if row['pareto'] else ' ':^6} {meets:<6}{mark}"
+            f"{_percent(row['top1']):>6} {_percent(row['top5']):>6}  {'*' if row['pareto'] else ' ':^6} {meets:<6}{mark}".rstrip()
         )
     return "\n".join(lines)
 

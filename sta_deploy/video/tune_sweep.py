@@ -129,8 +129,10 @@ def measure_point(request: TuneRequest, log: TuneLog, cache: ViewCache, point: P
     from ..models.flops import count_flops
 
     reference = log.reference
-    with _progress.step(f"{point.describe()}: export"):
-        path, reused = ensure_artifact(request.spec, point, request.out_dir, weights=request.spec.weights(), calibration=calibration)
+    _progress.note(f"point {request.points.index(point) + 1}/{len(request.points)}: {point.describe()}")
+    path, reused = ensure_artifact(request.spec, point, request.out_dir, weights=request.spec.weights(), calibration=calibration)
+    if reused:
+        _progress.note(f"reusing {path} (its manifest matches)")
     backend = open_backend(point, path, threads=request.threads)
     _, logits = _run_clips(backend, cache, reference["indices"], request.protocol, f"{point.describe()}: clips")
     ref_logits = np.load(request.out_dir / reference["logits"])
