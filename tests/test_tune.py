@@ -263,3 +263,72 @@ def test_bad_options_are_one_line(clips, cli, tmp_path):
     assert code == 1 and "precision bf16 is not available on onnxruntime; choose from fp32, fp16, int8" in err
     code, _, err = cli("tune", *TINY, "--clips", clips, "--budget-ms", "5", "--r1", "3", "-o", tmp_path / "x")
     assert code == 1 and "the largest r1 for 4 patches per frame is 2" in err
+
+
+def _tensorrt_gpu() -> bool:
+    if importlib.util.find_spec("tensorrt") is None:
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+@pytest.mark.skipif(not _tensorrt_gpu(), reason="needs TensorRT and an NVIDIA GPU")
+def test_tensorrt_sweep_on_a_gpu(clips, cli, tmp_path):
+    out = tmp_path / "trt"
+    code, _, err = cli("tune", *TINY, "--clips", clips, "--r1", "2", "--budget-ms", "1000", "--backend", "tensorrt", "--precision", "fp32,fp16",
+                       "--rounds", "2", "--runs", "2", "-o", out)
+    assert code == 0, err
+    rows = {(row["r1"], row["precision"]): row for row in _report(out)["points"]}
+    assert set(rows) == {(0, "fp32"), (0, "fp16"), (2, "fp32"), (2, "fp16")}
+    assert rows[(0, "fp32")]["top1_agreement"] == 1.0 and all(row["latency_runs"] == 4 for row in rows.values())
+    assert sorted(p.name for p in (out / "exports").glob("*.plan"))  # engines built beside the exports
+
+
+WRAPPER = r"""
+import sys, time
+import sta_deploy.video.tune_sweep as tune_sweep
+from sta_deploy.cli.app import main
+original = tune_sweep.measure_point
+def slow(*args):
+    time.sleep(1.5)
+    return original(*args)
+tune_sweep.measure_point = slow
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_sweep_killed_with_sigkill_resumes(sweep, cli, tmp_path, monkeypatch):
+    """A real kill (SIGKILL: no handler runs) after the first point: the re-run measures only the rest."""
+    import os
+    import subprocess
+    import sys
+    import time
+
+    import sta_deploy.video.tune_sweep as tune_sweep
+
+    out = tmp_path / "killed"
+    _copy_exports(sweep, out)
+    args = ["tune", *SMALL_WIDE, "--clips", _clips_of(sweep), "--r1", "5,9", "--budget-ms", "1000", "-o", str(out), *TIMING]
+    child = subprocess.Popen([sys.executable, "-c", WRAPPER, *args], env=dict(os.environ, OMP_NUM_THREADS="1"),
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    try:
+        while True:
+            log = out / "tune.jsonl"
+            if log.exists() and log.read_text().count('"kind":"accuracy"') >= 1:
+                break
+            assert child.poll() is None, f"finished before it could be killed: {child.communicate()}"
+            assert time.monotonic() < deadline, "no progress"
+            time.sleep(0.05)
+    finally:
+        child.kill()
+        child.communicate()
+    done = [item["point"]["r1"] for item in _log_lines(out) if item.get("kind") == "accuracy"]
+    assert 1 <= len(done) < 3
+    measured = []
+    original = tune_sweep.measure_point
+    monkeypatch.setattr(tune_sweep, "measure_point", lambda *a: (measured.append(a[3].r1), original(*a)))
+    code, _, err = cli(*args)
+    assert code == 0, err
+    assert sorted(measured + done) == [0, 5, 9]  # every point measured exactly once over the two runs

@@ -144,7 +144,9 @@ def _report(request, results, reference, no_plot, as_json):
     if not choice.met:
         (out / "recipe.toml").unlink(missing_ok=True)  # an earlier budget's choice must not pass for this one's
     else:
-        files.append(tune_report.write_recipe(out / "recipe.toml", tune_report.recipe_text(request.spec, choice.chosen, answer=answer, quantize=_quantize_keys(request, choice, reference))))
+        text = tune_report.recipe_text(request.spec, choice.chosen, answer=answer, quantize=_quantize_keys(request, choice, reference),
+                                       dtype=_tensorrt_dtype(out, choice.chosen))
+        files.append(tune_report.write_recipe(out / "recipe.toml", text))
     payload = {
         "model": request.spec.name, "backend": request.points[0].backend, "budget": {"mode": request.budget.mode, "value": request.budget.value},
         "clips": len(reference["clips"]), "failed_clips": reference["failed"], "labelled": reference["labels"] is not None,
@@ -163,6 +165,15 @@ def _report(request, results, reference, no_plot, as_json):
         raise click.ClickException(answer)
     if not as_json:
         click.echo(answer)
+
+
+def _tensorrt_dtype(out, result):
+    """The dtype of a TensorRT point's export (fp16 for a strongly typed TensorRT's fp16 engine)."""
+    if result.point.backend != "tensorrt":
+        return None
+    from ..export.manifest import read_manifest
+
+    return read_manifest(out / result.export, needed_by="tune")["dtype"]
 
 
 def _quantize_keys(request, choice, reference) -> dict | None:

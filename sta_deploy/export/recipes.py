@@ -82,7 +82,9 @@ def _check_runtime(recipe: dict, path) -> None:
     if precision not in allowed:
         raise ValueError(f"recipe {path}: precision {precision!r} is not available on {backend}; choose from {', '.join(allowed)}")
     dtype = precision if backend == "onnxruntime" else "fp32"
-    if recipe.setdefault("dtype", dtype) != dtype:
+    # TensorRT 11 builds strongly typed networks: its fp16 engine comes from the fp16 export
+    allowed_dtypes = (dtype, "fp16") if (backend, precision) == ("tensorrt", "fp16") else (dtype,)
+    if recipe.setdefault("dtype", dtype) not in allowed_dtypes:
         raise ValueError(f"recipe {path}: dtype {recipe['dtype']!r} contradicts {backend} {precision} (which exports {dtype}); drop dtype")
     quantize = recipe.get("quantize")
     if (backend, precision) == ("openvino", "int8"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import ConfigError
 from .backends import Backend, exported_backend
 from .tune_points import Point, exports_folder, onnx_file_name
 
@@ -99,7 +100,21 @@ def ensure_artifact(spec: ModelSpec, point: Point, out_dir, *, weights: dict, ca
     folder = exports_folder(out_dir)
     if point.backend == "openvino" and point.precision == "int8":
         return ensure_openvino_int8(spec, point.r1, folder, weights, calibration)
-    return ensure_onnx(spec, point.r1, point.export_dtype, folder, weights)
+    dtype = tensorrt_export_dtype(point.precision) if point.backend == "tensorrt" else point.export_dtype
+    return ensure_onnx(spec, point.r1, dtype, folder, weights)
+
+
+def tensorrt_export_dtype(precision: str) -> str:
+    """fp32, with the engine built at ``precision``; but TensorRT 11 is strongly typed (no FP16 builder
+    flag): its fp16 engine is built from the fp16 export.  bf16 needs the flag (TensorRT 10)."""
+    from ..runtime.trt import import_tensorrt
+
+    flags = import_tensorrt(prefer=("tensorrt",)).BuilderFlag
+    if precision == "fp16" and not hasattr(flags, "FP16"):
+        return "fp16"
+    if precision == "bf16" and not hasattr(flags, "BF16"):
+        raise ConfigError("this TensorRT builds strongly typed networks and has no bf16 builder flag; sweep --precision fp32,fp16")
+    return "fp32"
 
 
 class TensorRTBackend(Backend):
@@ -131,7 +146,8 @@ class TensorRTBackend(Backend):
         wanted = {"onnx_sha256": self.manifest["onnx_sha256"], "precision": precision}
         if plan.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
             return plan
-        build_engine(self.path, plan, fp16=precision == "fp16", bf16=precision == "bf16", force=True)
+        cast = self.manifest["dtype"] == "fp32"  # an fp16 export (strongly typed TensorRT) needs no builder flag
+        build_engine(self.path, plan, fp16=cast and precision == "fp16", bf16=cast and precision == "bf16", force=True)
         with atomic_path(stamp) as temp:
             Path(temp).write_text(json.dumps(wanted))
         return plan

@@ -123,14 +123,15 @@ def _toml_value(value) -> str:
     return json.dumps(str(value))  # a TOML basic string: JSON's escapes are TOML's
 
 
-def recipe_text(spec, result: PointResult, *, answer: str, quantize: dict | None = None) -> str:
-    """The chosen point as an ``export --recipe`` TOML (backend and precision included)."""
+def recipe_text(spec, result: PointResult, *, answer: str, quantize: dict | None = None, dtype: str | None = None) -> str:
+    """The chosen point as an ``export --recipe`` TOML (backend and precision included); ``dtype``: the
+    export's, when it is not the point's usual one (TensorRT 11's fp16 export)."""
     point = result.point
     lines = [f"# written by 'sta-deploy tune': {answer}"]
     if spec.checkpoint is not None:
         lines.append(f"# weights: pass --checkpoint {spec.checkpoint}")
     keys = {
-        "description": f"tune choice: {point.describe()}", "model": spec.name, "r1": point.r1, "dtype": point.export_dtype,
+        "description": f"tune choice: {point.describe()}", "model": spec.name, "r1": point.r1, "dtype": dtype or point.export_dtype,
         "backend": point.backend, "precision": point.precision, "batch": spec.batch, "output": onnx_file_name(spec.name, point),
     }
     if spec.checkpoint is None:
