@@ -332,3 +332,20 @@ def test_a_sweep_killed_with_sigkill_resumes(sweep, cli, tmp_path, monkeypatch):
     code, _, err = cli(*args)
     assert code == 0, err
     assert sorted(measured + done) == [0, 5, 9]  # every point measured exactly once over the two runs
+
+
+def test_unlabelled_folder_with_a_broken_clip(clips, cli, tmp_path):
+    """A flat folder of videos: label-free measures only; an unreadable clip is reported and left out."""
+    folder = tmp_path / "flat"
+    folder.mkdir()
+    for index, source in enumerate(sorted(clips.rglob("*.mp4"))[:3]):
+        shutil.copy(source, folder / f"v{index}.mp4")
+    (folder / "broken.mp4").write_bytes(b"not a video" * 20)
+    code, out, err = cli("tune", *TINY, "--clips", folder, "--r1", "0", "--gflops", "1", "-o", tmp_path / "run")
+    assert code == 0, err
+    report = _report(tmp_path / "run")
+    assert report["labelled"] is False and report["clips"] == 3 and list(report["failed_clips"]) == [str(folder / "broken.mp4")]
+    row = report["points"][0]
+    assert row["top1"] is None and row["top1_agreement"] == 1.0
+    assert np.load(tmp_path / "run" / "logits" / "r0_onnxruntime_fp32.npy").shape == (3, 4)
+    assert "on 3 clips" in out.strip().splitlines()[-1]
