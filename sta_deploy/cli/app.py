@@ -28,6 +28,7 @@ COMMANDS = {
     "predict": ("sta_deploy.cli.predict_cmd", "predict"),
     "visualize": ("sta_deploy.cli.visualize_cmd", "visualize"),
     "evaluate": ("sta_deploy.cli.evaluate_cmd", "evaluate"),
+    "tune": ("sta_deploy.cli.tune_cmd", "tune"),
     "triton-repo": ("sta_deploy.cli.triton_repo_cmd", "triton_repo"),
     "serve": ("sta_deploy.cli.serve_cmd", "serve"),
     "protocol": ("sta_deploy.cli.protocol_cmd", "protocol"),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from .options import arch_options, checkpoint_option, RANDOM_WEIGHTS_WARNING
@@ -17,6 +19,7 @@ RECIPE_FIELDS = {
     "with_kept": "with_kept",
     "output": "output",
     "sta_impl": "sta_impl",
+    "seed": "seed",
 }
 
 
@@ -49,20 +52,18 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
     """
     from ..models.registry import create_model
 
-    values = dict(model_name=model_name, r1=r1, dtype=dtype, opset=opset, batch=batch, dynamic_batch=dynamic_batch, with_kept=with_kept, output=output, sta_impl=sta_impl)
+    values = dict(model_name=model_name, r1=r1, dtype=dtype, opset=opset, batch=batch, dynamic_batch=dynamic_batch, with_kept=with_kept, output=output, sta_impl=sta_impl, seed=seed)
+    runtime = None
     if recipe is not None:
-        from ..export.recipes import load_recipe
-
-        loaded = load_recipe(recipe)
-        for param, key in RECIPE_FIELDS.items():
-            explicit = ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
-            if key in loaded and not explicit:
-                values[param] = loaded[key]
-        overrides = {**loaded.get("overrides", {}), **overrides}
+        values, overrides, runtime = _from_recipe(ctx, recipe, values, overrides)
+    seed = values["seed"]
     if values["batch"] != 1 and values["dynamic_batch"] and ctx.get_parameter_source("batch") == click.core.ParameterSource.COMMANDLINE:
         raise click.UsageError("--batch and --dynamic-batch are exclusive: pick a static batch or a symbolic one")
     suffix = "" if values["dtype"] == "fp32" else f"_{values['dtype']}"
     output = values["output"] or f"{values['model_name']}_r{values['r1']}{suffix}.onnx"
+    final = None
+    if runtime is not None and runtime[:2] == ("openvino", "int8"):
+        final, output = output, str(Path(output).with_name(Path(output).stem + "_fp32.onnx"))  # NNCF quantizes the fp32 export
 
     from .. import _progress
     from .._io import output_lock
@@ -97,12 +98,56 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
     manifest = result.manifest
     tokens = " -> ".join(str(t) for t in [manifest["schedule"]["tokens_in"], *manifest["schedule"]["tokens_per_stage"]])
     click.echo(f"wrote {result.path} (opset {manifest['opset']}, tokens {tokens}, static shapes ok) and {result.manifest_path.name}")
-    if no_validate:
-        return
-    from ..validate import validate_onnx
+    if not no_validate:
+        from ..validate import validate_onnx
 
-    with _progress.step(f"validating on {clips} clips against PyTorch"):
-        report = validate_onnx(result.path, checkpoint=checkpoint, clips=clips)
-    click.echo(report.table())
-    if not report.passed:
-        raise click.ClickException(f"validation failed ({'; '.join(report.failures)}); the exported file is kept at {result.path}")
+        with _progress.step(f"validating on {clips} clips against PyTorch"):
+            report = validate_onnx(result.path, checkpoint=checkpoint, clips=clips)
+        click.echo(report.table())
+        if not report.passed:
+            raise click.ClickException(f"validation failed ({'; '.join(report.failures)}); the exported file is kept at {result.path}")
+    if runtime is not None:
+        _finish_runtime(runtime, result.path, final, force)
+
+
+def _from_recipe(ctx, recipe, values, overrides):
+    """Recipe values under the command line's; (values, overrides, (backend, precision, quantize) or None)."""
+    from ..export.recipes import load_recipe
+
+    loaded = load_recipe(recipe)
+    for param, key in RECIPE_FIELDS.items():
+        explicit = ctx.get_parameter_source(param) == click.core.ParameterSource.COMMANDLINE
+        if key in loaded and not explicit:
+            values[param] = loaded[key]
+    overrides = {**loaded.get("overrides", {}), **overrides}
+    runtime = (loaded["backend"], loaded["precision"], loaded.get("quantize")) if "backend" in loaded else None
+    if runtime is not None and values["dtype"] != loaded["dtype"]:
+        raise click.UsageError(f"--dtype {values['dtype']} contradicts the recipe's {runtime[0]} {runtime[1]} (an {loaded['dtype']} export); drop --dtype")
+    return values, overrides, runtime
+
+
+def _finish_runtime(runtime, path, final, force) -> None:
+    """What the recipe's backend/precision needs beyond the ONNX export: OpenVINO int8 is quantized here;
+    the others only say how to run (or build) it."""
+    backend, precision, quantize = runtime
+    if final is not None:
+        from .._progress import step
+        from ..export.manifest import read_manifest
+        from ..export.quantize_openvino import import_nncf, quantize_openvino
+        from ..video.calibration import calibration_clips, manifest_protocol
+
+        import_nncf()
+        sampling = {key: quantize[key] for key in ("dataset", "views", "stride", "min_frames") if key in quantize}
+        protocol = manifest_protocol(read_manifest(path), **sampling)
+        clips, failures = calibration_clips(quantize["calib"], protocol, limit=int(quantize.get("calib_size", 16)))
+        for clip, reason in failures:
+            click.echo(f"warning: calibration clip {clip} skipped ({reason})", err=True)
+        source = f"{len(clips)} views of {len(quantize['calib'])} clips ({protocol.describe()})"
+        with step(f"quantizing for OpenVINO int8 on {source}"):
+            quantized = quantize_openvino(path, final, calibration=clips, calibration_source=source, force=force)
+        click.echo(f"wrote {quantized.path} and {quantized.manifest_path.name} (OpenVINO int8 from {Path(path).name})")
+    elif backend == "openvino":
+        click.echo(f"run it with --backend openvino{' --precision bf16' if precision == 'bf16' else ''}")
+    elif backend == "tensorrt":
+        flag = {"fp32": "", "fp16": " --fp16", "bf16": " --bf16"}[precision]
+        click.echo(f"build the TensorRT engine on the GPU machine: sta-deploy build {path}{flag}")
