@@ -109,8 +109,11 @@ def ray_producer(recipe, *, workers: int | None = None, gpus_per_worker: float =
         if not todo:
             return
         ray = import_ray()
-        rows = [{"key": clip.key, "label": clip.label, "path": str(clip.path), "r1": json.dumps([b.r1 for b in missing])} for clip, missing in todo]
+        # workers start in other folders: every path absolute (the same on every node, e.g. a shared mount)
+        rows = [{"key": clip.key, "label": clip.label, "path": os.path.abspath(clip.path), "r1": json.dumps([b.r1 for b in missing])} for clip, missing in todo]
         threads = recipe.threads or 1  # an actor's CPUs: PyTorch/ONNX Runtime threads on them, not the node's count
+        worker_recipe = dataclasses.replace(recipe, threads=threads, checkpoint=recipe.checkpoint and os.path.abspath(recipe.checkpoint),
+                                            onnx_paths=tuple(os.path.abspath(path) for path in recipe.onnx_paths))
         decoded = ray.data.from_items(rows, override_num_blocks=len(rows)).map(
             decode_row, fn_kwargs={"protocol": protocol}, num_cpus=1,
             # a decode task holds the decoded frames and the views: say so to the scheduler (the
@@ -119,7 +122,7 @@ def ray_producer(recipe, *, workers: int | None = None, gpus_per_worker: float =
         )
         size = workers or default_workers(ray, threads, gpus_per_worker)
         finished = decoded.map(
-            InferenceWorker, fn_constructor_kwargs={"recipe": dataclasses.replace(recipe, threads=threads), "protocol": protocol},
+            InferenceWorker, fn_constructor_kwargs={"recipe": worker_recipe, "protocol": protocol},
             compute=ray.data.ActorPoolStrategy(size=size), num_cpus=threads, num_gpus=gpus_per_worker or None,
         )
         rows_back = iter(finished.iter_rows())
