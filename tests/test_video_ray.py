@@ -200,6 +200,34 @@ def test_driver_killed_midway_resumes_to_the_uninterrupted_files(cluster, datase
     _same_outputs(prefix, local_run)
 
 
+def test_exported_models_run_on_the_workers_as_here(cluster, dataset, tiny_exports, tmp_path):
+    """--onnx on Ray: each worker opens the export (ONNX Runtime, and OpenVINO where installed) and
+    rebuilds the r1 = 0 PyTorch baseline from its manifest, as the driver does."""
+    import importlib.util
+
+    from sta_deploy.video.ray_evaluate import ray_producer
+
+    exported = tiny_exports.get("tiny")
+    labelled = read_labelled_list(dataset)
+    labelled.clips = labelled.clips[:6]
+    runtimes = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    outcomes = {}
+    for runtime in runtimes:
+        recipe = BackendRecipe("vit_s", None, onnx_paths=(str(exported),), runtime=runtime, precision="f32" if runtime == "openvino" else None, threads=1)
+        backends = recipe.build()
+        protocol = protocol_for_backend(backends[0], views="1x1")
+        for where, produce in (("here", None), ("ray", ray_producer(recipe, workers=1))):
+            path = tmp_path / f"{runtime}_{where}.jsonl"
+            evaluate(backends, labelled, protocol, results_path=path, progress=False, log=lambda _: None, produce=produce)
+            outcomes[runtime, where] = _records(path)
+    for runtime in runtimes:
+        here, ray = outcomes[runtime, "here"], outcomes[runtime, "ray"]
+        assert len(here) == 6 and {k: {r1: v["top5"] for r1, v in r["results"].items()} for k, r in here.items()} == {
+            k: {r1: v["top5"] for r1, v in r["results"].items()} for k, r in ray.items()
+        }
+        assert all(set(r["results"]) == {"0", "4"} for r in ray.values())
+
+
 def test_a_worker_missing_the_checkpoint_stops_the_run_in_one_line(cluster, dataset, tmp_path):
     from sta_deploy.video.ray_evaluate import ray_producer
 
