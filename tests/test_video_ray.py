@@ -140,12 +140,12 @@ def cluster():
         os.environ["PYTHONPATH"] = previous
 
 
-def _inference_worker_pids() -> list[int]:
-    """The inference actors' processes, from Ray's GCS actor table (``ray.util.state`` needs the
-    dashboard of ray[default], which ray[data] does not install)."""
+def _inference_workers() -> dict[int, str]:
+    """pid -> class name of the live inference actors, from Ray's GCS actor table (``ray.util.state``
+    needs the dashboard of ray[default], which ray[data] does not install)."""
     from ray._private import state
 
-    return [a["Pid"] for a in state.actors().values() if "InferenceWorker" in a["ActorClassName"] and a["State"] == "ALIVE" and a["Pid"]]
+    return {a["Pid"]: a["ActorClassName"] for a in state.actors().values() if "InferenceWorker" in a["ActorClassName"] and a["State"] == "ALIVE" and a["Pid"]}
 
 
 def _count_records(path) -> int:
@@ -162,10 +162,11 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_clip_counts_once(cluster,
     def kill_one_worker():
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and "pid" not in killed:
-            pids = _inference_worker_pids()
-            if pids and _count_records(results) >= 4:
-                killed.update(pid=pids[0], records_before=_count_records(results))
-                os.kill(pids[0], signal.SIGKILL)
+            workers = _inference_workers()
+            if workers and _count_records(results) >= 4:
+                pid, name = next(iter(workers.items()))
+                killed.update(pid=pid, name=name, records_before=_count_records(results))
+                os.kill(pid, signal.SIGKILL)
             time.sleep(0.02)
 
     killer = threading.Thread(target=kill_one_worker, daemon=True)
@@ -174,7 +175,8 @@ def test_a_worker_killed_mid_run_is_replaced_and_every_clip_counts_once(cluster,
                        produce=ray_producer(recipe, workers=1))
     killer.join(5)
     assert "pid" in killed and killed["records_before"] < CLASSES * PER_CLASS + 1, "the run ended before a worker could be killed"
-    assert killed["pid"] not in _inference_worker_pids()
+    assert killed["pid"] not in _inference_workers()
+    assert "decode_row" not in killed["name"]  # decoding is its own stage (tasks), not fused into the actors
     assert _records(results) == _records(f"{local_run}.jsonl")  # all 41 clips, once each, same predictions
     assert summary.rows[1].clips == CLASSES * PER_CLASS and summary.pending == 0
 
@@ -261,3 +263,8 @@ def test_without_ray_the_option_says_what_to_install(cli, monkeypatch):
     code, out, err = cli("evaluate", ROOT / "README.md", *ARGS, "--ray", "local")
     assert code == 1
     assert err.strip().splitlines()[-1] == "sta-deploy: error: --ray needs Ray Data: pip install 'sta-deploy[ray]'"
+
+
+def test_ray_sizes_without_ray_are_refused(cli, dataset):
+    code, out, err = cli("evaluate", dataset, *ARGS, "--ray-workers", "4")
+    assert code == 2 and "add --ray local|auto|ADDRESS" in err

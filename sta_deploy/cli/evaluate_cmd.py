@@ -66,6 +66,8 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
         from .._io import writable_folder
 
         writable_folder(prefix)  # before any work; a missing folder is created when writing
+    if ray_target is None and (ray_workers is not None or ray_gpus_per_worker):
+        raise click.UsageError("--ray-workers and --ray-gpus-per-worker size a Ray run: add --ray local|auto|ADDRESS")
     if ray_target is not None:
         from ..video.ray_evaluate import import_ray
 
