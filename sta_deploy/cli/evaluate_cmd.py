@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -30,11 +31,17 @@ from .options import arch_options, backend_options, backend_precision, checkpoin
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
 @backend_options
+@click.option("--ray", "ray_target", default=None, is_flag=False, flag_value="auto", metavar="[auto|local|ADDRESS]",
+              help="Run on a Ray cluster (Ray Data): 'auto' (this machine's cluster; --ray alone), 'local' (a private Ray here, stopped afterwards) "
+              "or a head's ADDRESS (host:port).  Needs pip install 'sta-deploy[ray]'; see docs/ray.md.")
+@click.option("--ray-workers", type=click.IntRange(1), default=None, help="Inference actors, each holding every r1's model [default: one per GPU share, or half the cluster's CPUs].")
+@click.option("--ray-gpus-per-worker", type=click.FloatRange(0), default=0, show_default=True, help="GPUs each inference actor reserves (e.g. 1, or 0.5 to share one).")
 @arch_options
 @json_option
 @click.pass_context
 def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labels, root, dataset, views, stride, min_frames, prefix, restart,
-             retry_failed, limit, no_baseline, no_plot, no_progress, seed, threads, backend, precision, overrides, as_json):
+             retry_failed, limit, no_baseline, no_plot, no_progress, seed, threads, backend, precision, ray_target, ray_workers, ray_gpus_per_worker,
+             overrides, as_json):
     """Evaluate on CLIP_LIST: a 'path label' file (K400 / SSv2 style) or a folder with a sub-folder per class.
 
     Prints top-1 / top-5 for every r1 next to r1 = 0, GFLOPs per view and clips/s, and writes
@@ -46,6 +53,7 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
     Examples:
       sta-deploy evaluate k400_val.txt --model vit_b --r1 32,48,64 --checkpoint vit_b_k400.pth --views 1x1
       sta-deploy evaluate clips_by_class/ --onnx vit_b_r0.onnx --onnx vit_b_r48.onnx -o runs/vitb
+      sta-deploy evaluate k400_val.txt --model vit_b --r1 48 --checkpoint /shared/vit_b_k400.pth --ray HEAD:6379
     """
     from ..video.dataset import read_labelled_list
     from ..video.evaluate import evaluate as run_evaluation
@@ -58,8 +66,18 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
         from .._io import writable_folder
 
         writable_folder(prefix)  # before any work; a missing folder is created when writing
-    runtime = (backend, backend_precision(backend, precision))
-    backends = _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads, runtime)
+    if ray_target is None and (ray_workers is not None or ray_gpus_per_worker):
+        raise click.UsageError("--ray-workers and --ray-gpus-per-worker size a Ray run: add --ray local|auto|ADDRESS")
+    if ray_target is not None:
+        from ..video.ray_evaluate import import_ray
+
+        import_ray()  # says what to install before any work
+    from ..video.backend_recipe import BackendRecipe
+
+    recipe = BackendRecipe(model_name, tuple(r1_values) if r1_values else None, checkpoint=checkpoint, overrides=dict(overrides or {}),
+                           onnx_paths=tuple(onnx_paths or ()), runtime=backend, precision=backend_precision(backend, precision), seed=seed,
+                           threads=threads, baseline=not no_baseline)
+    backends = _backends(ctx, recipe)
     first = backends[0]
     warn_random(first)
     names, label_source = resolve_labels(first.num_classes, labels_file=labels, checkpoint=first.checkpoint)
@@ -70,8 +88,9 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
     if not as_json:
         click.echo(f"{len(labelled.clips)} clips from {clip_list}; {protocol.describe()}; r1 {', '.join(str(b.r1) for b in backends)}; results in {results_path}")
     try:
-        summary = run_evaluation(backends, labelled, protocol, results_path=results_path, restart=restart, retry_failed=retry_failed,
-                                 limit=limit, progress=not no_progress)
+        with _cluster(ray_target, recipe, ray_workers, ray_gpus_per_worker) as produce:
+            summary = run_evaluation(backends, labelled, protocol, results_path=results_path, restart=restart, retry_failed=retry_failed,
+                                     limit=limit, progress=not no_progress, produce=produce)
     except KeyboardInterrupt:
         click.echo(f"interrupted: finished clips are saved in {results_path}; run the same command again to resume", err=True)
         raise
@@ -85,29 +104,33 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
         click.echo("wrote " + ", ".join(str(p) for p in [results_path, *written]))
 
 
-def _backends(ctx, model_name, r1_values, checkpoint, overrides, onnx_paths, no_baseline, seed, threads, runtime=("onnxruntime", None)):
-    from .video_options import check_runtime_needs_onnx, set_torch_threads
+def _backends(ctx, recipe):
+    """The recipe's backends (a Ray worker builds the same from it), checked against the command line."""
+    from .options import warnings_as_lines
+    from .video_options import check_against_manifest, check_runtime_needs_onnx, set_torch_threads
 
-    set_torch_threads(threads)
-    check_runtime_needs_onnx(runtime[0], onnx_paths)
-    if onnx_paths:
-        from ..video.backends import exported_backend
-        from .options import warnings_as_lines
-        from .video_options import check_against_manifest
-
-        with warnings_as_lines():
-            backends = [exported_backend(path, backend=runtime[0], precision=runtime[1], checkpoint=checkpoint, threads=threads, needed_by="evaluate --onnx") for path in onnx_paths]
-        for backend in backends:
-            check_against_manifest(ctx, backend, model_name, backend.r1, overrides)
-        exported = sorted(b.r1 for b in backends)
-        if r1_values is not None and sorted(set(r1_values) - {0}) != sorted(set(exported) - {0}):
-            raise click.UsageError(f"--r1 {','.join(map(str, r1_values))} does not match the r1 of the --onnx models ({','.join(map(str, exported))}); drop --r1")
-        if not no_baseline and 0 not in exported:
-            backends.insert(0, backends[0].reference(0))  # r1 = 0 on PyTorch, same weights
-        return sorted(backends, key=lambda b: b.r1)
-    if r1_values is None:
+    set_torch_threads(recipe.threads)
+    check_runtime_needs_onnx(recipe.runtime, recipe.onnx_paths)
+    if not recipe.onnx_paths and recipe.r1_values is None:
         raise click.UsageError("give the r1 values to evaluate (--r1 32,48,64) or exported models (--onnx)")
-    from ..video.backends import torch_backends
+    with warnings_as_lines():
+        backends = recipe.build()
+    exported = [b for b in backends if getattr(b, "manifest", None) is not None]
+    for backend in exported:
+        check_against_manifest(ctx, backend, recipe.model_name, backend.r1, recipe.overrides)
+    if exported and recipe.r1_values is not None and sorted(set(recipe.r1_values) - {0}) != sorted({b.r1 for b in exported} - {0}):
+        given, found = ",".join(map(str, recipe.r1_values)), ",".join(str(b.r1) for b in exported)
+        raise click.UsageError(f"--r1 {given} does not match the r1 of the --onnx models ({found}); drop --r1")
+    return backends
 
-    values = sorted(set(r1_values) | (set() if no_baseline else {0}))
-    return torch_backends(model_name, values, checkpoint=checkpoint, overrides=overrides, seed=seed)
+
+@contextlib.contextmanager
+def _cluster(target, recipe, workers, gpus_per_worker):
+    """None (run here) without --ray; else the Ray producer, connected for the run."""
+    if target is None:
+        yield None
+        return
+    from ..video.ray_evaluate import connected, ray_producer
+
+    with connected(target):
+        yield ray_producer(recipe, workers=workers, gpus_per_worker=gpus_per_worker)

@@ -34,6 +34,8 @@ _LAZY = {
     "render_kept": "visualize",
     "render_gif": "visualize",
     "evaluate": "evaluate",
+    "BackendRecipe": "backend_recipe",
+    "ray_producer": "ray_evaluate",
     "read_labelled_list": "dataset",
     "resolve_labels": "labels",
     "read_labels_file": "labels",

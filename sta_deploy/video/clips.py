@@ -23,8 +23,13 @@ class ClipViews:
 
     def tensors(self) -> np.ndarray:
         """(views, 3, T, S, S) float32, normalised: the model input."""
-        data = normalise(self.pixels, self.protocol.mean, self.protocol.std)
-        return np.ascontiguousarray(data.transpose(0, 4, 1, 2, 3))
+        return model_input(self.pixels, self.protocol)
+
+
+def model_input(pixels: np.ndarray, protocol: SamplingProtocol) -> np.ndarray:
+    """(views, T, S, S, 3) uint8 views -> (views, 3, T, S, S) float32, normalised as the protocol says."""
+    data = normalise(pixels, protocol.mean, protocol.std)
+    return np.ascontiguousarray(data.transpose(0, 4, 1, 2, 3))
 
 
 def load_views(path, protocol: SamplingProtocol) -> ClipViews:

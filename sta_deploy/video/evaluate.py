@@ -1,7 +1,7 @@
 """Accuracy of a pruned model at several r1 on a labelled clip list: resumable, failure-tolerant.
 
 Every clip is decoded once and its views go through every r1's backend; the clip's record (top-5
-per r1, model seconds) is appended to the results file before the next clip starts.  A re-run with
+per r1, model seconds; built in records.py) is appended to the results file before the next clip starts.  A re-run with
 the same results file skips the clips (and r1 values) already there; clips that failed are skipped
 too unless ``retry_failed`` (clips that failed for a reason other than the clip itself, e.g. a
 runtime error, are always tried again).
@@ -9,14 +9,12 @@ runtime error, are always tried again).
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from .. import _progress
 from ..errors import ConfigError
 from .clips import load_views
-from .errors import VideoError
-from .predict import average_views, top_k
+from .records import clip_record
 from .report import EvalSummary, summarise
 from .results import ResultsFile
 
@@ -61,8 +59,13 @@ def check_backends(backends) -> None:
 
 
 def evaluate(backends, labelled, protocol, *, results_path, restart: bool = False, retry_failed: bool = False, limit: int | None = None,
-             progress: bool = True, log=None) -> EvalSummary:
-    """Evaluate ``backends`` (one per r1) on ``labelled`` (a :class:`LabelledList`), appending to ``results_path``."""
+             progress: bool = True, log=None, produce=None) -> EvalSummary:
+    """Evaluate ``backends`` (one per r1) on ``labelled`` (a :class:`LabelledList`), appending to ``results_path``.
+
+    ``produce(todo, protocol)`` yields the finished records of ``todo`` ((clip, backends still to run)
+    pairs) in any order; the default runs them here, one after the other.  The Ray path
+    (:mod:`.ray_evaluate`) yields them as a cluster finishes them; resume, progress, the failure streak
+    and the summary are this function's either way."""
     check_backends(backends)
     for clip in labelled.clips:
         if not 0 <= clip.label < backends[0].num_classes:
@@ -89,43 +92,35 @@ def evaluate(backends, labelled, protocol, *, results_path, restart: bool = Fals
     failures_in_a_row = 0
     watched = str(max(b.r1 for b in backends))
     tally = _Tally(watched, results.records, clips)
+    finished = set()
+    records = (produce or _run_here)(todo, protocol)
     try:
-        for clip, missing in todo:
-            record = {"clip": clip.key, "label": clip.label}
-            try:
-                start = time.perf_counter()
-                views = load_views(clip.path, protocol)
-                tensors = views.tensors()
-                record.update(views=protocol.num_views, frames=views.total_frames, decode_seconds=round(time.perf_counter() - start, 4))
-                outcome = {}
-                for backend in missing:
-                    before = backend.seconds
-                    logits, _ = backend.run(tensors)
-                    classes, scores = top_k(average_views(logits, protocol.average), 5)
-                    outcome[str(backend.r1)] = {"top5": classes, "score": round(scores[0], 6), "seconds": round(backend.seconds - before, 5)}
-                record["results"] = outcome
-                failures_in_a_row = 0
-            except VideoError as error:
-                record["error"] = error.reason
-                bar.write(f"skipped {clip.key}: {error.reason}")
-            except (KeyboardInterrupt, MemoryError):
-                raise
-            except Exception as error:  # a failing clip must not stop thousands of others
-                record["error"] = f"{type(error).__name__}: {error}"
-                record["retry"] = True  # not the clip's fault (memory, runtime...): a re-run tries it again
-                bar.write(f"skipped {clip.key}: {record['error']}")
+        for record in records:
+            if record["clip"] in finished:
+                continue  # a clip a cluster ran twice (a retried task) counts once
+            finished.add(record["clip"])
+            if "error" in record:
+                bar.write(f"skipped {record['clip']}: {record['error']}")
+            if record.get("retry"):
                 failures_in_a_row += 1
-                if failures_in_a_row >= ABORT_AFTER:
-                    results.append(record)
-                    raise RuntimeError(f"{ABORT_AFTER} clips in a row failed, the last with {record['error']}; stopping (fix the cause and re-run to resume)") from None
+            elif "error" not in record:
+                failures_in_a_row = 0
             results.append(record)
+            if failures_in_a_row >= ABORT_AFTER:
+                raise RuntimeError(f"{ABORT_AFTER} clips in a row failed, the last with {record['error']}; stopping (fix the cause and re-run to resume)")
             tally.add(record)
             bar.update(postfix=tally.postfix())
     finally:
+        getattr(records, "close", lambda: None)()  # stops a cluster's pipeline too
         bar.close()
         results.close()
     rows = [(b.r1, f"{b.kind}", b.gflops) for b in backends]
     return summarise(results.records, clips, rows, model=backends[0].model_name, source=labelled.source, protocol=protocol, note=labelled.note)
+
+
+def _run_here(todo, protocol):
+    for clip, missing in todo:
+        yield clip_record(clip, protocol, missing, load_views)  # the module's load_views, looked up per clip
 
 
 class _Tally:
