@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from .video_options import onnx_option, parse_r1_list, sampling_options, warn_random
-from .options import arch_options, backend_options, backend_precision, checkpoint_option, json_option
+from .options import arch_options, backend_precision, check_plugin_libs_option, checkpoint_option, json_option, video_backend_options
 
 
 @click.command()
@@ -30,7 +30,7 @@ from .options import arch_options, backend_options, backend_precision, checkpoin
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
-@backend_options
+@video_backend_options
 @click.option("--ray", "ray_target", default=None, is_flag=False, flag_value="auto", metavar="[auto|local|ADDRESS]",
               help="Run on a Ray cluster (Ray Data): 'auto' (this machine's cluster; --ray alone), 'local' (a private Ray here, stopped afterwards) "
               "or a head's ADDRESS (host:port).  Needs pip install 'sta-deploy[ray]'; see docs/ray.md.")
@@ -40,7 +40,7 @@ from .options import arch_options, backend_options, backend_precision, checkpoin
 @json_option
 @click.pass_context
 def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labels, root, dataset, views, stride, min_frames, prefix, restart,
-             retry_failed, limit, no_baseline, no_plot, no_progress, seed, threads, backend, precision, ray_target, ray_workers, ray_gpus_per_worker,
+             retry_failed, limit, no_baseline, no_plot, no_progress, seed, threads, backend, precision, plugin_libs, ray_target, ray_workers, ray_gpus_per_worker,
              overrides, as_json):
     """Evaluate on CLIP_LIST: a 'path label' file (K400 / SSv2 style) or a folder with a sub-folder per class.
 
@@ -76,6 +76,7 @@ def evaluate(ctx, clip_list, model_name, r1_values, checkpoint, onnx_paths, labe
 
     recipe = BackendRecipe(model_name, tuple(r1_values) if r1_values else None, checkpoint=checkpoint, overrides=dict(overrides or {}),
                            onnx_paths=tuple(onnx_paths or ()), runtime=backend, precision=backend_precision(backend, precision), seed=seed,
+                           plugin_libs=check_plugin_libs_option(backend, plugin_libs),
                            threads=threads, baseline=not no_baseline)
     backends = _backends(ctx, recipe)
     first = backends[0]

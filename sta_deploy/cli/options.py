@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import functools
 
+from pathlib import Path
+
 import click
 
 OVERRIDE_NAMES = ("embed_dim", "depth", "depths", "num_heads", "num_classes", "num_frames", "img_size", "window_size")
@@ -88,12 +90,21 @@ RANDOM_WEIGHTS_WARNING = (
 
 
 BACKENDS = ("onnxruntime", "openvino")
+# predict and evaluate also run TensorRT engines (validate has --engine, bench --trtexec).
+VIDEO_BACKENDS = (*BACKENDS, "tensorrt")
+
+
+def _precision_option():
+    from ..runtime.openvino import PRECISIONS
+
+    return click.option(
+        "--precision", type=click.Choice(PRECISIONS), default=None,
+        help="With --backend openvino: inference precision, f32 or bf16 (CPUs with AVX512-BF16 or AMX) [default: f32].",
+    )
 
 
 def backend_options(func):
     """--backend (ONNX Runtime or OpenVINO) and --precision (OpenVINO's inference precision hint)."""
-    from ..runtime.openvino import PRECISIONS
-
     return apply_options(
         func,
         [
@@ -101,12 +112,34 @@ def backend_options(func):
                 "--backend", type=click.Choice(BACKENDS), default="onnxruntime", show_default=True,
                 help="Runtime for the exported model; openvino needs pip install 'sta-deploy[openvino]'.",
             ),
+            _precision_option(),
+        ],
+    )
+
+
+def video_backend_options(func):
+    """--backend (ONNX Runtime, OpenVINO or a TensorRT engine), --precision (OpenVINO's) and --plugin-lib."""
+    return apply_options(
+        func,
+        [
             click.option(
-                "--precision", type=click.Choice(PRECISIONS), default=None,
-                help="With --backend openvino: inference precision, f32 or bf16 (CPUs with AVX512-BF16 or AMX) [default: f32].",
+                "--backend", type=click.Choice(VIDEO_BACKENDS), default="onnxruntime", show_default=True,
+                help="Runtime for the exported model; openvino needs pip install 'sta-deploy[openvino]'; tensorrt runs the engine "
+                "'sta-deploy build M.onnx' wrote beside each --onnx M.onnx (M.plan; TensorRT and an NVIDIA GPU).",
+            ),
+            _precision_option(),
+            click.option(
+                "--plugin-lib", "plugin_libs", multiple=True, type=click.Path(dir_okay=False),
+                help="With --backend tensorrt: the STA plugin library of --sta-impl plugin engines (repeatable).",
             ),
         ],
     )
+
+
+def check_plugin_libs_option(backend: str, plugin_libs) -> tuple:
+    if plugin_libs and backend != "tensorrt":
+        raise click.UsageError("--plugin-lib loads TensorRT plugins: add --backend tensorrt")
+    return tuple(str(Path(p).resolve()) for p in plugin_libs)
 
 
 def backend_precision(backend: str, precision) -> str | None:

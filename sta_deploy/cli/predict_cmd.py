@@ -7,7 +7,7 @@ import json
 import click
 
 from .video_options import onnx_option, sampling_options, single_backend, warn_random
-from .options import backend_options, backend_precision, json_option, model_options
+from .options import backend_precision, check_plugin_libs_option, json_option, model_options, video_backend_options
 
 
 @click.command()
@@ -19,13 +19,13 @@ from .options import backend_options, backend_precision, json_option, model_opti
 @sampling_options
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
-@backend_options
+@video_backend_options
 @click.option("--save-views", "views_folder", type=click.Path(file_okay=False), default=None, help="Also save each clip's model input as DIR/<clip>.views.npy (views, 3, T, H, W) float32, e.g. for examples/classify.")
 @click.option("--url", default=None, help="Send the clips to a Triton server (http://HOST:PORT or grpc://HOST:PORT; the serve extra) instead of running a model here.")
 @click.option("--model-name", "served_model", default=None, help="With --url: the served model [default: the server's video ensemble, else its only model].")
 @json_option
 @click.pass_context
-def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, backend, precision, views_folder, url, served_model, as_json):
+def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, backend, precision, plugin_libs, views_folder, url, served_model, as_json):
     """Classify CLIPS (video files or frame folders): top-k classes with scores, averaged over the views.
 
     Frames are sampled as the backbone was evaluated (see --dataset); the scores are the average
@@ -54,7 +54,7 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
         warn_random(backend)
     else:
         backend = single_backend(ctx, model_name=model_name, r1=r1, checkpoint=checkpoint, overrides=overrides, onnx_path=onnx_path, seed=seed, threads=threads,
-                                 runtime=runtime, precision=precision)
+                                 runtime=runtime, precision=precision, plugin_libs=check_plugin_libs_option(runtime, plugin_libs))
         names, label_source = resolve_labels(backend.num_classes, labels_file=labels, checkpoint=backend.checkpoint)
         protocol = protocol_for_backend(backend, dataset=dataset, views=views, stride=stride, min_frames=min_frames)
 

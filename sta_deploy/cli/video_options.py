@@ -60,7 +60,7 @@ def warn_random(backend) -> None:
         click.echo(RANDOM_WEIGHTS_WARNING.format(name=backend.model_name), err=True)
 
 
-def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, seed, threads=None, runtime="onnxruntime", precision=None):
+def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, seed, threads=None, runtime="onnxruntime", precision=None, plugin_libs=()):
     """The PyTorch model from --model/--r1/--checkpoint, or the ONNX model from --onnx (on ``runtime``:
     --backend, with OpenVINO's --precision)."""
     check_runtime_needs_onnx(runtime, onnx_path)
@@ -68,7 +68,8 @@ def single_backend(ctx, *, model_name, r1, checkpoint, overrides, onnx_path, see
         from ..video.backends import exported_backend
 
         with warnings_as_lines():
-            backend = exported_backend(onnx_path, backend=runtime, precision=precision, checkpoint=checkpoint, threads=threads, needed_by=f"{ctx.info_name} --onnx")
+            backend = exported_backend(onnx_path, backend=runtime, precision=precision, checkpoint=checkpoint, threads=threads, needed_by=f"{ctx.info_name} --onnx",
+                                       plugin_libs=plugin_libs)
         check_against_manifest(ctx, backend, model_name, r1, overrides)
     else:
         from ..video.backends import torch_backends

@@ -191,6 +191,8 @@ class EngineRunner:
         self.runner = backend.TrtRunner(engine)
         self.runner.activate()
         self.input_name = engine.get_tensor_name(0)
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        self.output_names = [name for name in names if engine.get_tensor_mode(name) == trt.TensorIOMode.OUTPUT]
 
     def run(self, video) -> dict:
         """video: numpy (B, C, T, H, W) float32 -> dict of numpy outputs (floating outputs as float32)."""

@@ -22,10 +22,14 @@ class BackendRecipe:
     seed: int = 0
     threads: int | None = None
     baseline: bool = True
+    plugin_libs: tuple = ()  # TensorRT plugin libraries (runtime "tensorrt")
 
     def files(self) -> list[str]:
         """The files every machine that builds the backends needs, at these paths."""
-        return [str(path) for path in ([self.checkpoint] if self.checkpoint else []) + list(self.onnx_paths)]
+        from pathlib import Path
+
+        engines = [Path(path).with_suffix(".plan") for path in self.onnx_paths] if self.runtime == "tensorrt" else []
+        return [str(path) for path in ([self.checkpoint] if self.checkpoint else []) + list(self.onnx_paths) + engines + list(self.plugin_libs)]
 
     def build(self, needed_by: str = "evaluate --onnx") -> list:
         """The backends, sorted by r1."""
@@ -37,7 +41,8 @@ class BackendRecipe:
             torch.set_num_threads(max(1, self.threads))  # --threads for PyTorch too
         if self.onnx_paths:
             backends = [
-                exported_backend(path, backend=self.runtime, precision=self.precision, checkpoint=self.checkpoint, threads=self.threads, needed_by=needed_by)
+                exported_backend(path, backend=self.runtime, precision=self.precision, checkpoint=self.checkpoint, threads=self.threads, needed_by=needed_by,
+                                 plugin_libs=self.plugin_libs)
                 for path in self.onnx_paths
             ]
             if self.baseline and 0 not in {b.r1 for b in backends}:

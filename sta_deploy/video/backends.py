@@ -149,12 +149,60 @@ class OpenVinoBackend(OnnxBackend):
         return logits, (kept if with_kept else None)
 
 
-def exported_backend(path, *, backend: str = "onnxruntime", precision: str | None = None, threads=None, checkpoint=None, needed_by: str = "--onnx") -> OnnxBackend:
-    """An exported model on ``backend`` ("onnxruntime" or "openvino"; ``precision`` is OpenVINO's)."""
+class EngineBackend(OnnxBackend):
+    """An exported model as a TensorRT engine (``plan``; by default the ``.plan`` beside the ``.onnx``,
+    where ``sta-deploy build`` writes it), run through Polygraphy's ``TrtRunner``; needs TensorRT and an
+    NVIDIA GPU.  The ``.onnx`` and its manifest say what the engine is (model, r1, weights)."""
+
+    kind = "tensorrt"
+
+    def __init__(self, path, *, plan=None, plugin_libs=(), checkpoint=None, needed_by: str = "--onnx"):
+        from ..runtime.trt import import_tensorrt, require_gpu
+
+        import_tensorrt(prefer=("tensorrt",))  # "TensorRT is not installed: ..." before anything else
+        require_gpu()
+        self.plan = Path(plan) if plan is not None else Path(path).with_suffix(".plan")
+        if not self.plan.is_file():
+            raise ConfigError(f"no TensorRT engine {self.plan} for {path}: build it with sta-deploy build {path} -o {self.plan}")
+        self.plugin_libs = tuple(plugin_libs)
+        super().__init__(path, checkpoint=checkpoint, needed_by=needed_by)
+
+    def _open_runtime(self, *, providers, threads):
+        from ..runtime.trt import EngineRunner, check_plugin_libs
+
+        check_plugin_libs(self.path, self.plugin_libs)  # a plugin-mode engine cannot load without its library
+        self.runner = EngineRunner(self.plan, plugin_libs=self.plugin_libs)
+        self.output_names = self.runner.output_names
+
+    def describe(self) -> str:
+        return f"{self.model_name} r1={self.r1} (tensorrt: {self.plan})"
+
+    def _run(self, clips, with_kept):
+        from ..runtime.batching import kept_outputs, run_in_batches
+
+        if with_kept and not self.has_kept:
+            raise ConfigError(f"{self.plan} has no kept_stage outputs; build it from an export made with --with-kept")
+        # A dynamic-batch engine goes one clip at a time: its profile may not cover larger batches.
+        outputs = run_in_batches(self.runner.run, clips, batch=self.manifest["batch_size"] if not self.manifest["dynamic_batch"] else 1)
+        return outputs["logits"], (kept_outputs(outputs) if with_kept else None)
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+EXPORTED_BACKENDS = ("onnxruntime", "openvino", "tensorrt")
+
+
+def exported_backend(path, *, backend: str = "onnxruntime", precision: str | None = None, threads=None, checkpoint=None, needed_by: str = "--onnx",
+                     plugin_libs=()) -> OnnxBackend:
+    """An exported model on ``backend`` (one of :data:`EXPORTED_BACKENDS`; ``precision`` is OpenVINO's;
+    TensorRT runs the engine ``sta-deploy build`` wrote beside the ``.onnx``)."""
     if backend == "openvino":
         return OpenVinoBackend(path, precision=precision or "f32", threads=threads, checkpoint=checkpoint, needed_by=needed_by)
+    if backend == "tensorrt":
+        return EngineBackend(path, plugin_libs=plugin_libs, checkpoint=checkpoint, needed_by=needed_by)
     if backend != "onnxruntime":
-        raise ConfigError(f"backend {backend!r} is not one of onnxruntime, openvino")
+        raise ConfigError(f"backend {backend!r} is not one of {', '.join(EXPORTED_BACKENDS)}")
     return OnnxBackend(path, threads=threads, checkpoint=checkpoint, needed_by=needed_by)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError
-from .backends import Backend, exported_backend
+from .backends import Backend, EngineBackend, exported_backend
 from .tune_points import Point, exports_folder, onnx_file_name
 
 
@@ -117,49 +117,34 @@ def tensorrt_export_dtype(precision: str) -> str:
     return "fp32"
 
 
-class TensorRTBackend(Backend):
-    """An exported model as a TensorRT engine (built beside it, rebuilt when the .onnx or the precision
-    changed); needs TensorRT and an NVIDIA GPU."""
-
-    kind = "tensorrt"
+class TensorRTBackend(EngineBackend):
+    """An exported model as a TensorRT engine built beside it for ``precision`` (rebuilt when the .onnx
+    or the precision changed); needs TensorRT and an NVIDIA GPU."""
 
     def __init__(self, path, *, precision: str = "fp32"):
         from ..export.manifest import read_verified_manifest
-        from ..models.registry import resolve_config
-        from ..runtime.trt import EngineRunner, import_tensorrt, require_gpu
+        from ..runtime.trt import import_tensorrt, require_gpu
 
-        import_tensorrt(prefer=("tensorrt",))  # "TensorRT is not installed: ..." before anything else
+        import_tensorrt(prefer=("tensorrt",))  # "TensorRT is not installed: ..." before anything is built
         require_gpu()
-        self.path = Path(path)
-        self.manifest = read_verified_manifest(path, needed_by="tune --backend tensorrt")
-        config = resolve_config(self.manifest["model"], **{k: tuple(v) if isinstance(v, list) else v for k, v in self.manifest["config"].items()})
-        super().__init__(self.manifest["model"], int(self.manifest["r1"]), config, source=str(path))
-        self.plan = self._engine(precision)
-        self.runner = EngineRunner(self.plan)
+        manifest = read_verified_manifest(path, needed_by="tune --backend tensorrt")
+        super().__init__(path, plan=_engine(Path(path), manifest, precision), needed_by="tune --backend tensorrt")
 
-    def _engine(self, precision: str) -> Path:
-        from .._io import atomic_path
-        from ..runtime.trt import build_engine
 
-        plan = self.path.with_name(f"{self.path.stem}_{precision}.plan")
-        stamp = plan.with_suffix(".plan.json")
-        wanted = {"onnx_sha256": self.manifest["onnx_sha256"], "precision": precision}
-        if plan.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
-            return plan
-        cast = self.manifest["dtype"] == "fp32"  # an fp16 export (strongly typed TensorRT) needs no builder flag
-        build_engine(self.path, plan, fp16=cast and precision == "fp16", bf16=cast and precision == "bf16", force=True)
-        with atomic_path(stamp) as temp:
-            Path(temp).write_text(json.dumps(wanted))
+def _engine(path: Path, manifest: dict, precision: str) -> Path:
+    from .._io import atomic_path
+    from ..runtime.trt import build_engine
+
+    plan = path.with_name(f"{path.stem}_{precision}.plan")
+    stamp = plan.with_suffix(".plan.json")
+    wanted = {"onnx_sha256": manifest["onnx_sha256"], "precision": precision}
+    if plan.is_file() and stamp.is_file() and json.loads(stamp.read_text()) == wanted:
         return plan
-
-    def _run(self, clips, with_kept):
-        from ..runtime.batching import run_in_batches
-
-        outputs = run_in_batches(self.runner.run, clips, batch=self.manifest["batch_size"])
-        return outputs["logits"], None
-
-    def close(self) -> None:
-        self.runner.close()
+    cast = manifest["dtype"] == "fp32"  # an fp16 export (strongly typed TensorRT) needs no builder flag
+    build_engine(path, plan, fp16=cast and precision == "fp16", bf16=cast and precision == "bf16", force=True)
+    with atomic_path(stamp) as temp:
+        Path(temp).write_text(json.dumps(wanted))
+    return plan
 
 
 def check_tensorrt() -> None:
