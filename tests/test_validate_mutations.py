@@ -82,8 +82,9 @@ def topk_group(proto, topk) -> int:
 
 def group_offsets_add(proto, stage: int):
     """The Add of ``kept_in_group + group_offsets`` (the constant (1, G, 1) of multiples of the group size)."""
-    initializers = {t.name for t in proto.graph.initializer}
-    return next(n for n in proto.graph.node if n.op_type == "Add" and in_stage(n, stage) and n.input[1] in initializers)
+    # Rank 3: the static-batch token gathers add (B, 1) batch-row offsets to their indices too.
+    group_offsets = {t.name for t in proto.graph.initializer if len(t.dims) == 3}
+    return next(n for n in proto.graph.node if n.op_type == "Add" and in_stage(n, stage) and n.input[1] in group_offsets)
 
 
 def failures_naming(report, stage: int) -> list[str]:
