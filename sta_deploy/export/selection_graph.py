@@ -27,6 +27,7 @@ The copy lives in memory and in a scratch folder; the user's file is never touch
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -219,3 +220,19 @@ def write_selection_model(path, schedule: dict, folder) -> tuple[Path, list[str]
     copy = folder / path.name
     onnx.save(proto, str(copy))
     return copy, names
+
+
+@contextlib.contextmanager
+def selection_copy(path, manifest: dict):
+    """Yield ``(model path, selection output names)`` for a backend that validation runs.
+
+    A pruned model (``r1`` > 0) is run from a scratch copy with the selection outputs added
+    (:func:`write_selection_model`), removed on exit; an unpruned one is run as it is, with names None.
+    """
+    import tempfile
+
+    if manifest["r1"] <= 0:
+        yield Path(path), None
+        return
+    with tempfile.TemporaryDirectory(prefix="sta-deploy-validate-") as scratch:
+        yield write_selection_model(path, manifest["schedule"], scratch)
