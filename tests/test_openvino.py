@@ -81,6 +81,18 @@ def test_openvino_validates_an_fp32_export(exported):
     ]
 
 
+def test_an_unpruned_export_is_validated_without_a_replay(tmp_path):
+    """r1 = 0: no selection to replay; the file itself is compiled (through the model cache) and the
+    kept outputs (every position) are compared as sets."""
+    path = tmp_path / "unpruned.onnx"
+    export_onnx(sta_deploy.create_model("vit_s", r1=0, seed=0, **TINY), path, with_kept=True)
+    cache = tmp_path / "cache"
+    report = validate_openvino(path, clips=2, cache_dir=cache)
+    assert report.passed, report.table()
+    assert report.stages == [] and report.kept_exact == [1.0, 1.0, 1.0]
+    assert any(cache.iterdir())  # compiled from the export itself, so it was cached
+
+
 def test_compiled_model_cache_is_written_and_reused(exported, tmp_path):
     cache = tmp_path / "cache"
     first = ov_runtime.openvino_model(exported, cache_dir=cache)
