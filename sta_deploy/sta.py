@@ -131,8 +131,17 @@ def select_group_tokens(accumulated: Tensor, semantic: Tensor, keep: int) -> tup
 
 
 def _gather_tokens(values: Tensor, indices: Tensor) -> Tensor:
-    """values (B, n, D) gathered at indices (B, k) -> (B, k, D)."""
-    return values.gather(1, indices.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
+    """values (B, n, D) gathered at indices (B, k) -> (B, k, D).
+
+    Rows of the flattened (B * n, D) tensor rather than GatherElements over an expanded (B, k, D)
+    index: exported as one Gather along axis 0, which runtimes copy row by row (OpenVINO runs
+    GatherElements and the index Expand with reference kernels: twice the STA time at bf16).  A
+    symbolic batch (``--dynamic-batch`` export) keeps GatherElements, whose shapes stay static."""
+    batch, count, dim = values.shape
+    if not isinstance(batch, int):
+        return values.gather(1, indices.unsqueeze(-1).expand(-1, -1, dim))
+    rows = indices + torch.arange(batch, device=indices.device).unsqueeze(1) * count
+    return values.reshape(batch * count, dim).index_select(0, rows.reshape(-1)).reshape(batch, indices.shape[1], dim)
 
 
 def group_kept_indices(metric_groups: Tensor, semantic: Tensor, r: int, backward: bool) -> Tensor:

@@ -22,7 +22,7 @@ TOLERANCES = {
     # int8 dynamic quantization: weights and activations of the blocks' products in 8 bits.
     "int8": {"max_abs": 5e-1, "top1": 0.75, "kept": 0.75, "cosine": 0.99, "margin": ROUNDING_MARGINS["int8"]},
     # OpenVINO's bf16 inference precision hint: every product in bf16 (8-bit mantissa), STA's included.
-    "bf16": {"max_abs": 2e-1, "top1": 0.9, "kept": 0.8, "cosine": 0.995, "margin": ROUNDING_MARGINS["int8"]},
+    "bf16": {"max_abs": 2e-1, "top1": 0.9, "kept": 0.8, "cosine": 0.995, "margin": ROUNDING_MARGINS["bf16"]},
 }
 
 
@@ -238,15 +238,14 @@ def validation_clips(input_shape, clips: int, inputs, seed: int) -> np.ndarray:
     return np.concatenate(batches)
 
 
-def _backend_outputs(path, manifest: dict, data: np.ndarray, session, providers):
-    """The backend's outputs on ``data`` and the names of its per-stage selection outputs (None without STA).
+def _onnxruntime_outputs(path, manifest: dict, data: np.ndarray, session, providers):
+    """ONNX Runtime's outputs on ``data``, the names of its per-stage selection outputs (None without
+    STA) and the provider that ran them.
 
     Without a ``session`` the graph is run from a scratch copy with the selection outputs added
-    (sta_deploy.selection_graph); a given ``session`` must already have them.
+    (sta_deploy.export.selection_graph); a given ``session`` must already have them.
     """
-    import tempfile
-
-    from .export.selection_graph import SELECTION_OUTPUT, write_selection_model
+    from .export.selection_graph import SELECTION_OUTPUT, selection_copy
     from .runtime.onnxrt import onnx_session, run_session
 
     pruned = manifest["r1"] > 0
@@ -256,13 +255,34 @@ def _backend_outputs(path, manifest: dict, data: np.ndarray, session, providers)
         if pruned and not any(names):
             raise ValueError("validate_onnx(session=...) needs a session of the graph with its selection outputs; pass providers= instead")
         return run_session(session, manifest, data), names if pruned else None, session.get_providers()[0]
-    if not pruned:
-        session = onnx_session(path, providers=providers)
-        return run_session(session, manifest, data), None, session.get_providers()[0]
-    with tempfile.TemporaryDirectory(prefix="sta-deploy-validate-") as scratch:
-        copy, names = write_selection_model(path, manifest["schedule"], scratch)
+    with selection_copy(path, manifest) as (copy, names):
         session = onnx_session(copy, providers=providers)
         return run_session(session, manifest, data), names, session.get_providers()[0]
+
+
+def replay_report(model, manifest: dict, data: np.ndarray, outputs: dict, selection_names, *, backend: str, tolerance_key: str, tolerances=None) -> ValidationReport:
+    """Judge a backend's ``outputs`` on ``data`` against ``model`` (the reference), whatever ran them.
+
+    ``selection_names``: the outputs holding each STA stage's selection in the backend's order
+    (sta_deploy.export.selection_graph; None for a model without STA).  The backend's choices are
+    replayed in the reference (sta_deploy.replay) with the rounding margin of ``tolerance_key``'s
+    TOLERANCES row: near-ties may differ; real mismatches, logits beyond tolerance (compared with
+    the replayed reference's, like for like) and non-finite values fail.
+    """
+    from .replay import replay_clips, summarise_stages
+
+    tol = {**TOLERANCES[tolerance_key], **{k: v for k, v in (tolerances or {}).items() if v is not None}}
+    selections = [None if name is None else outputs[name] for name in selection_names] if selection_names else None
+    replay = replay_clips(model, data, selections, ordered=manifest["family"] == "vit", limit=tol["margin"])
+    backend_kept = kept_outputs(outputs)
+    # Unpruned (no selection to replay): the kept outputs are compared as sets, as before the replay.
+    plain_kept = (replay.kept, backend_kept) if selections is None and backend_kept is not None else (None, None)
+    report = compare_outputs(replay.logits, outputs["logits"], *plain_kept, dtype=tolerance_key, backend=backend, tolerances=tol)
+    if selections is not None:
+        judge_replay(report, summarise_stages(replay.checks, manifest["schedule"]["directions"]))
+        if backend_kept is not None:
+            check_kept_outputs(report, backend_kept, replay)
+    return report
 
 
 def validate_onnx(
@@ -270,12 +290,10 @@ def validate_onnx(
 ) -> ValidationReport:
     """Validate ``path`` on ONNX Runtime against the PyTorch model its manifest describes.
 
-    The backend's token choices are replayed in the reference (sta_deploy.replay): near-ties may
-    differ, real mismatches, logits beyond tolerance and non-finite values fail.  ``save_inputs`` /
-    ``save_outputs``: also write the clips and the plain reference's outputs as Polygraphy JSON.
+    The backend's token choices are replayed in the reference (:func:`replay_report`).  ``save_inputs``
+    / ``save_outputs``: also write the clips and the plain reference's outputs as Polygraphy JSON.
     """
     from .export.manifest import read_verified_manifest, rebuild_reference
-    from .replay import replay_clips, summarise_stages
 
     manifest = read_verified_manifest(path, needed_by="validate")
     model = rebuild_reference(manifest, checkpoint)
@@ -284,20 +302,9 @@ def validate_onnx(
         from .runtime.polygraphy_io import save_polygraphy_data
 
         save_polygraphy_data(model, manifest, data, inputs_path=save_inputs, outputs_path=save_outputs)
-    outputs, selection_names, provider = _backend_outputs(path, manifest, data, session, providers)
-    tol = {**TOLERANCES[manifest["dtype"]], **{k: v for k, v in (tolerances or {}).items() if v is not None}}
-    selections = [None if name is None else outputs[name] for name in selection_names] if selection_names else None
-    replay = replay_clips(model, data, selections, ordered=manifest["family"] == "vit", limit=tol["margin"])
-    backend_kept = kept_outputs(outputs)
-    # Unpruned (no selection to replay): the kept outputs are compared as sets, as before the replay.
-    plain_kept = (replay.kept, backend_kept) if selections is None and backend_kept is not None else (None, None)
+    outputs, selection_names, provider = _onnxruntime_outputs(path, manifest, data, session, providers)
     backend = f"onnxruntime ({provider})"
-    report = compare_outputs(replay.logits, outputs["logits"], *plain_kept, dtype=manifest["dtype"], backend=backend, tolerances=tol)
-    if selections is not None:
-        judge_replay(report, summarise_stages(replay.checks, manifest["schedule"]["directions"]))
-        if backend_kept is not None:
-            check_kept_outputs(report, backend_kept, replay)
-    return report
+    return replay_report(model, manifest, data, outputs, selection_names, backend=backend, tolerance_key=manifest["dtype"], tolerances=tolerances)
 
 
 def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=None, seed=0, tolerances=None, plugin_libs=()) -> ValidationReport:
@@ -328,17 +335,24 @@ def openvino_tolerance_key(dtype: str, precision: str) -> str:
 
 def validate_openvino(path, *, precision: str = "f32", checkpoint=None, clips: int = 4, inputs=None, seed: int = 0, tolerances=None, threads=None, cache_dir=None) -> ValidationReport:
     """Validate ``path`` on OpenVINO (CPU, inference precision ``precision``) against the PyTorch model
-    its manifest describes; like :func:`validate_onnx`, with the tolerances of the precision it ran in."""
+    its manifest describes; like :func:`validate_onnx` (the same replay of OpenVINO's token choices),
+    with the tolerances and rounding margin of the precision it ran in (:func:`openvino_tolerance_key`).
+
+    A pruned model is compiled from the scratch copy with its selection outputs, without the model
+    cache (``cache_dir`` applies to an unpruned model only): the copy's path is new every run.
+    """
     from .export.manifest import read_verified_manifest, rebuild_reference
-    from .runtime.openvino import check_openvino_model_file, check_precision, openvino_model, run_clips as run_openvino
+    from .export.selection_graph import selection_copy
+    from .runtime.batching import run_in_batches
+    from .runtime.openvino import check_openvino_model_file, check_precision, openvino_model
 
     check_precision(precision)
     check_openvino_model_file(path)  # a plugin-mode export is refused before the reference is built
     manifest = read_verified_manifest(path, needed_by="validate")
     model = rebuild_reference(manifest, checkpoint)
     data = validation_clips(model.config.input_shape, clips, inputs, seed)
-    compiled = openvino_model(path, precision=precision, threads=threads, cache_dir=cache_dir)
-    got_logits, got_kept = run_openvino(compiled, manifest, data)
-    ref_logits, ref_kept = run_model(model, data, got_kept is not None, batch_size=1)
+    with selection_copy(path, manifest) as (copy, selection_names):
+        compiled = openvino_model(copy, precision=precision, threads=threads, cache_dir=cache_dir if selection_names is None else False)
+        outputs = run_in_batches(compiled.run, data, batch=None if manifest["dynamic_batch"] else manifest["batch_size"])
     key = openvino_tolerance_key(manifest["dtype"], compiled.precision)
-    return compare_outputs(ref_logits, got_logits, ref_kept, got_kept, dtype=key, backend=compiled.description, tolerances=tolerances)
+    return replay_report(model, manifest, data, outputs, selection_names, backend=compiled.description, tolerance_key=key, tolerances=tolerances)

@@ -75,6 +75,22 @@ def test_openvino_validates_an_fp32_export(exported):
     assert report.tolerances == TOLERANCES["fp32"]
     assert report.max_abs < 1e-4 and len(report.kept) == 3
     assert report.kept_exact == [1.0, 1.0, 1.0]  # identical kept sets at every stage
+    # OpenVINO's choices were replayed stage by stage (its selection outputs read from a graph copy).
+    assert [(s["stage"], s["direction"], s["clips"], s["identical"]) for s in report.stages] == [
+        (0, "forward", 3, 3), (1, "backward", 3, 3), (2, "forward", 3, 3)
+    ]
+
+
+def test_an_unpruned_export_is_validated_without_a_replay(tmp_path):
+    """r1 = 0: no selection to replay; the file itself is compiled (through the model cache) and the
+    kept outputs (every position) are compared as sets."""
+    path = tmp_path / "unpruned.onnx"
+    export_onnx(sta_deploy.create_model("vit_s", r1=0, seed=0, **TINY), path, with_kept=True)
+    cache = tmp_path / "cache"
+    report = validate_openvino(path, clips=2, cache_dir=cache)
+    assert report.passed, report.table()
+    assert report.stages == [] and report.kept_exact == [1.0, 1.0, 1.0]
+    assert any(cache.iterdir())  # compiled from the export itself, so it was cached
 
 
 def test_compiled_model_cache_is_written_and_reused(exported, tmp_path):
@@ -93,8 +109,13 @@ def test_bf16_runs_in_bf16_and_validates_at_the_bf16_thresholds(exported):
     assert str(model.compiled.get_property("INFERENCE_PRECISION_HINT")) == "<Type: 'bfloat16'>"
     report = validate_openvino(exported, precision="bf16", clips=3)
     assert report.tolerances == TOLERANCES["bf16"]
+    assert report.tolerances["margin"] == 8 * 2.0**-7  # 8 x bf16's epsilon
     assert report.passed, report.table()
     assert report.max_abs > 0  # it really computed in bf16
+    # bf16 scores reorder near-tied tokens on this model; the replay counts them within the margin.
+    assert sum(s["near_tie"] for s in report.stages) > 0, report.table()
+    margins = [s["largest_near_tie"] for s in report.stages if s["near_tie"]]
+    assert all(0 < margin <= report.tolerances["margin"] for margin in margins), report.table()
 
 
 def test_bf16_without_cpu_support_falls_back_to_f32_with_a_warning(exported, monkeypatch):
@@ -139,6 +160,8 @@ def test_cli_validate_and_bench_on_openvino(cli, exported):
     code, out, err = cli("validate", exported, "--backend", "openvino", "--clips", "2")
     assert code == 0, err
     assert "openvino (CPU, f32) vs PyTorch" in out and "PASS" in out
+    for stage, direction in enumerate(["forward", "backward", "forward"]):  # the replay's per-stage report
+        assert f"kept tokens stage {stage} ({direction})" in out and "2 identical, 0 near-tie, 0 mismatch" in out
     code, out, err = cli("bench", exported, "--backend", "openvino", "--runs", "2", "--warmup", "1", "--threads", "1", "--profile", "--json")
     assert code == 0, err
     result = json.loads(out)

@@ -82,8 +82,9 @@ def topk_group(proto, topk) -> int:
 
 def group_offsets_add(proto, stage: int):
     """The Add of ``kept_in_group + group_offsets`` (the constant (1, G, 1) of multiples of the group size)."""
-    initializers = {t.name for t in proto.graph.initializer}
-    return next(n for n in proto.graph.node if n.op_type == "Add" and in_stage(n, stage) and n.input[1] in initializers)
+    # Rank 3: the static-batch token gathers add (B, 1) batch-row offsets to their indices too.
+    group_offsets = {t.name for t in proto.graph.initializer if len(t.dims) == 3}
+    return next(n for n in proto.graph.node if n.op_type == "Add" and in_stage(n, stage) and n.input[1] in group_offsets)
 
 
 def failures_naming(report, stage: int) -> list[str]:
@@ -133,20 +134,21 @@ def test_group_boundary_shifted_by_one_token(correct, tmp_path):
     assert report.stages[1]["first_mismatch"]["group"] == 1
 
 
+def reverse_last_stage(model) -> None:
+    """Reverse every group's kept order in stage 2 (a Slice in front of the group-offset Add)."""
+    add = group_offsets_add(model, 2)
+    stacked = add.input[0]  # (B, G, n - r) kept indices per group
+    names = [f"reverse_{k}" for k in ("starts", "ends", "axes", "steps")]
+    values = [[-1], [-(2**62)], [2], [-1]]
+    model.graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in zip(names, values))
+    model.graph.node.append(helper.make_node("Slice", [stacked, *names], ["reversed_kept"], name="reverse_kept"))
+    add.input[0] = "reversed_kept"
+    onnx_sort(model)
+
+
 def test_kept_order_reversed_in_the_last_stage(correct, tmp_path):
     """The last stage's order changes no logit (mean pool), so only the order check can see it."""
-
-    def reverse(model):
-        add = group_offsets_add(model, 2)
-        stacked = add.input[0]  # (B, G, n - r) kept indices per group
-        names = [f"reverse_{k}" for k in ("starts", "ends", "axes", "steps")]
-        values = [[-1], [-(2**62)], [2], [-1]]
-        model.graph.initializer.extend(numpy_helper.from_array(np.array(v, dtype=np.int64), n) for n, v in zip(names, values))
-        model.graph.node.append(helper.make_node("Slice", [stacked, *names], ["reversed_kept"], name="reverse_kept"))
-        add.input[0] = "reversed_kept"
-        onnx_sort(model)
-
-    report = validate_onnx(mutated(correct, tmp_path, reverse), clips=CLIPS)
+    report = validate_onnx(mutated(correct, tmp_path, reverse_last_stage), clips=CLIPS)
     assert report.max_abs <= 1e-4, report.table()  # the logits agree...
     assert_fails_at(report, 2)  # ...and the stage still fails
     assert "placed before" in failures_naming(report, 2)[0] or "odd-position (B)" in failures_naming(report, 2)[0]
@@ -256,3 +258,48 @@ def test_plugin_node_with_the_wrong_direction(tmp_path):
     (tmp_path / "bug").mkdir()
     report = validate_onnx(mutated(plugin, tmp_path / "bug", forward), clips=1)
     assert_fails_at(report, 1)
+
+
+# ----------------------------------------------------------------------------- the same through OpenVINO
+def _openvino_has_bf16() -> bool:
+    import openvino
+
+    from sta_deploy.runtime.openvino import cpu_has_bf16
+
+    return cpu_has_bf16(openvino.Core())
+
+
+@pytest.mark.parametrize("precision", ["f32", "bf16"])
+def test_openvino_replays_the_selection_and_names_the_stage(correct, tmp_path, precision):
+    """OpenVINO's choices go through the same replay: a reversed last-stage order (same kept sets, same
+    logits) fails at stage 2, also at bf16 where near-ties are allowed up to bf16's margin."""
+    pytest.importorskip("openvino")
+    from sta_deploy.validate import validate_openvino
+
+    if precision == "bf16" and not _openvino_has_bf16():
+        pytest.skip("this CPU has no bf16 instructions")
+    assert validate_openvino(correct, precision=precision, clips=1, cache_dir=False).passed
+    report = validate_openvino(mutated(correct, tmp_path, reverse_last_stage), precision=precision, clips=1, cache_dir=False)
+    if precision == "f32":  # the sets are the reference's own: a set comparison would pass it
+        assert report.kept_exact == [1.0, 1.0, 1.0]
+    assert_fails_at(report, 2)
+    assert report.stages[2]["first_mismatch"]["margin"] > report.tolerances["margin"]
+
+
+def test_openvino_cli_names_the_group_of_a_largest_topk(correct, tmp_path):
+    pytest.importorskip("openvino")
+    proto = onnx.load(str(correct))
+    topk = score_topks(proto, 1)[1]
+    group = topk_group(proto, topk)
+
+    def largest(model):
+        next(a for a in next(n for n in model.graph.node if n.name == topk.name).attribute if a.name == "largest").i = 1
+
+    code, out, err = run_cli("validate", mutated(correct, tmp_path, largest), "--clips", 1, "--backend", "openvino")
+    assert code == 1
+    line = error_line(err, only_line=True)
+    assert line.startswith("sta-deploy: error: validation failed: stage 1 (backward): 1 of 1 clip(s) keep tokens the reference would not")
+    assert f"group {group}:" in line
+    assert "openvino (CPU, f32) vs PyTorch on 1 clips" in out
+    assert "kept tokens stage 0 (forward)   1 identical, 0 near-tie, 0 mismatch" in out
+    assert "kept tokens stage 1 (backward)  0 identical, 0 near-tie, 1 mismatch" in out

@@ -6,18 +6,28 @@ are sorted (and absent otherwise), so they cannot serve: ViT's next stage splits
 order within each group.  What can is the index with which each stage takes its kept tokens out of
 the block output: ``x.gather(1, index)`` with ``index`` (B, K) holding, group after group in
 temporal order, each group's kept tokens as positions in the stage's input, in the backend's order.
-Both backbones export it the same way (ViT: ``sta.sta_stage``'s ``flat_indices``, in pure-ONNX and
-plugin graphs alike; Swin: ``kept`` in ``SwinStaStage.forward``), as a GatherElements whose index
-is ``Expand(Unsqueeze(index))``.  It is found by shape, not by name or constant values (so that a
-graph with a wrong group offset is still read, and then caught): among such gathers, the one whose
-data has the stage's input token count (G x n) and whose index has its kept count (G x (n - r)),
-earliest in data flow (Swin's blocks gather with an index computed from it, of the same size).
+Both backbones export it; the gather takes one of two forms (:func:`sta_deploy.sta._gather_tokens`):
+
+* static batch, ViT (``sta.sta_stage``'s ``flat_indices``, in pure-ONNX and plugin graphs alike): one
+  ``Gather`` of rows, axis 0, of the block output reshaped to (B * N, C), at ``Reshape(index + offsets)``
+  where ``offsets`` (B, 1) are the batch rows' starts ``b * N``.  The reader walks back from the Gather
+  through the Reshape to the Add and takes the operand of the sum's own shape, (B, K): the per-clip
+  positions, the same form as the other pattern gives.
+* dynamic batch (``--dynamic-batch``), and Swin (``kept`` in ``SwinStaStage.forward``): a GatherElements
+  whose index is ``Expand(Unsqueeze(index))``.
+
+It is found by shape, not by name or constant values (so that a graph with a wrong group offset is
+still read, and then caught): among such gathers, the one whose data has the stage's input token
+count (G x n) and whose index has its kept count (G x (n - r)), earliest in data flow (Swin's blocks
+gather with an index computed from it, of the same size).  The selection step's own gathers of a
+group's metric have a group's token count, n, and are not taken for the stage's.
 
 The copy lives in memory and in a scratch folder; the user's file is never touched.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from pathlib import Path
@@ -58,24 +68,73 @@ def _ancestors(name: str, producer: dict) -> set:
     return seen
 
 
-def _token_gathers(proto, shapes: dict, producer: dict) -> list[tuple[int, str, int]]:
-    """(data token count, index tensor, index token count) of every GatherElements that takes tokens
-    (rank-3 data) with an ``Expand(Unsqueeze(index))`` of a rank-2 int64 index with static sizes."""
+def _static_index(name: str, shapes: dict):
+    """(name, dims) of ``name`` if it is a rank-2 int64 tensor with a static token count, else None
+    (the batch may be symbolic: a ``--dynamic-batch`` export)."""
     import onnx
 
+    index_type, dims = shapes.get(name, (None, None))
+    if index_type != onnx.TensorProto.INT64 or not dims or len(dims) != 2 or not isinstance(dims[1], int):
+        return None
+    return name, dims
+
+
+def _element_gather(node, shapes: dict, producer: dict):
+    """``GatherElements(x (B, N, C), Expand(Unsqueeze(index (B, K))))``: (N, index, K), or None."""
+    index = node.input[1]
+    while index in producer and producer[index].op_type in _PASS_THROUGH:
+        index = producer[index].input[0]
+    _, data_dims = shapes.get(node.input[0], (None, None))
+    found = _static_index(index, shapes)
+    if index == node.input[1] or found is None or not data_dims or len(data_dims) != 3 or not isinstance(data_dims[1], int):
+        return None
+    return data_dims[1], index, found[1][1]
+
+
+def _row_source(name: str, shapes: dict, producer: dict):
+    """The (B, K) index behind a row Gather's flat index: back through ``Reshape`` to the ``Add`` of the
+    per-batch row offsets (the broadcast operand, (B, 1)); the index is the operand of the sum's own
+    shape.  None if the flat index is not made so."""
+    while name in producer and producer[name].op_type in ("Reshape", "Flatten"):
+        name = producer[name].input[0]
+    node = producer.get(name)
+    if node is None or node.op_type != "Add":
+        return None
+    _, sum_dims = shapes.get(name, (None, None))
+    operand_dims = [shapes.get(source, (None, None))[1] for source in node.input]
+    for index, offsets in ((0, 1), (1, 0)):
+        if operand_dims[index] == sum_dims and operand_dims[offsets] is not None and operand_dims[offsets] != sum_dims:
+            return _static_index(node.input[index], shapes)
+    return None
+
+
+def _row_gather(node, shapes: dict, producer: dict):
+    """``Gather(x (B * N, C), Reshape(index (B, K) + batch offsets), axis=0)`` (sta._gather_tokens with a
+    static batch): (N, index, K), or None."""
+    axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 0)
+    _, data_dims = shapes.get(node.input[0], (None, None))
+    _, flat_dims = shapes.get(node.input[1], (None, None))
+    if axis != 0 or not data_dims or len(data_dims) != 2 or not isinstance(data_dims[0], int) or not flat_dims or len(flat_dims) != 1:
+        return None
+    found = _row_source(node.input[1], shapes, producer)
+    if found is None:
+        return None
+    index, (batch, count) = found
+    if not isinstance(batch, int) or batch <= 0 or data_dims[0] % batch or flat_dims[0] != batch * count:
+        return None
+    return data_dims[0] // batch, index, count
+
+
+def _token_gathers(proto, shapes: dict, producer: dict) -> list[tuple[int, str, int]]:
+    """(data token count, index tensor, index token count) of every gather that takes tokens by a
+    rank-2 int64 index with static sizes, in either form :func:`sta_deploy.sta._gather_tokens` exports."""
+    readers = {"GatherElements": _element_gather, "Gather": _row_gather}
     gathers = []
     for node in proto.graph.node:
-        if node.op_type != "GatherElements":
-            continue
-        index = node.input[1]
-        while index in producer and producer[index].op_type in _PASS_THROUGH:
-            index = producer[index].input[0]
-        _, data_dims = shapes.get(node.input[0], (None, None))
-        index_type, index_dims = shapes.get(index, (None, None))
-        if index == node.input[1] or not data_dims or not index_dims or len(data_dims) != 3 or len(index_dims) != 2:
-            continue
-        if index_type == onnx.TensorProto.INT64 and isinstance(data_dims[1], int) and isinstance(index_dims[1], int):
-            gathers.append((data_dims[1], index, index_dims[1]))
+        reader = readers.get(node.op_type)
+        found = reader(node, shapes, producer) if reader else None
+        if found is not None:
+            gathers.append(found)
     return gathers
 
 
@@ -161,3 +220,19 @@ def write_selection_model(path, schedule: dict, folder) -> tuple[Path, list[str]
     copy = folder / path.name
     onnx.save(proto, str(copy))
     return copy, names
+
+
+@contextlib.contextmanager
+def selection_copy(path, manifest: dict):
+    """Yield ``(model path, selection output names)`` for a backend that validation runs.
+
+    A pruned model (``r1`` > 0) is run from a scratch copy with the selection outputs added
+    (:func:`write_selection_model`), removed on exit; an unpruned one is run as it is, with names None.
+    """
+    import tempfile
+
+    if manifest["r1"] <= 0:
+        yield Path(path), None
+        return
+    with tempfile.TemporaryDirectory(prefix="sta-deploy-validate-") as scratch:
+        yield write_selection_model(path, manifest["schedule"], scratch)

@@ -380,8 +380,9 @@ class SwinStaStage(nn.Module):
         offsets = torch.arange(slices, device=x.device).view(1, slices, 1)
         kept = (kept_in_slice + offsets * n).reshape(batch, slices * keep)
         fill = (nearest_kept(kept_in_slice, n // self.width, self.width) + offsets * keep).reshape(batch, slices * n)
-        # A GatherElements on purpose (not _take's row Gather): validation finds the backend's selection
-        # as the index of this gather (sta_deploy.export.selection_graph); it is one small gather per stage.
+        # A GatherElements, one small gather per stage: validation finds the backend's selection as the
+        # index of this gather (sta_deploy.export.selection_graph reads it in this form and in _take's
+        # row-Gather form alike; this one has not been measured on OpenVINO either way).
         return kept, fill, x.gather(1, kept.unsqueeze(-1).expand(-1, -1, channels))
 
 
