@@ -42,6 +42,7 @@ class ValidationReport:
     # Replay verdict per stage (sta_deploy.replay.StageSummary as a dict): clips identical / near-tie
     # only (largest margin) / real mismatches (first clip, group, margin).  Empty without a replay.
     stages: list[dict] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # what the reader must know about how the verdict was reached
 
     @property
     def passed(self) -> bool:
@@ -71,6 +72,7 @@ class ValidationReport:
         value_width = max(24, *(len(r[1]) for r in rows))
         lines = [f"{self.backend} vs PyTorch on {self.clips} clips", f"{'metric':<{width}}  {'value':<{value_width}} threshold"]
         lines += [f"{name:<{width}}  {value:<{value_width}} {limit}".rstrip() for name, value, limit in rows]
+        lines += [f"note: {note}" for note in self.notes]
         lines.append("PASS" if self.passed else "FAIL: " + "; ".join(self.failures))
         return "\n".join(lines)
 
@@ -308,9 +310,14 @@ def validate_onnx(
 
 
 def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=None, seed=0, tolerances=None, plugin_libs=()) -> ValidationReport:
-    """Validate the TensorRT engine ``plan_path`` built from ``onnx_path`` against the PyTorch reference
-    (logits and, where the export has them, the kept sets; the near-tie replay applies to ONNX Runtime)."""
+    """Validate the TensorRT engine ``plan_path`` built from ``onnx_path`` against the PyTorch reference.
+
+    An engine built with ``sta-deploy build --selection-outputs`` carries every STA stage's selection:
+    its choices are replayed in the reference like ONNX Runtime's (:func:`replay_report`).  Without
+    them the kept sets and logits are compared plainly, and the report says so (a rounding near-tie
+    the engine breaks the other way then fails)."""
     from .export.manifest import read_manifest, rebuild_reference
+    from .export.selection_graph import SELECTION_OUTPUT
     from .runtime.batching import run_in_batches
     from .runtime.trt import EngineRunner, check_plugin_libs
 
@@ -319,12 +326,27 @@ def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=No
     runner = EngineRunner(plan_path, plugin_libs=plugin_libs)  # fails in one line without TensorRT or a GPU
     model = rebuild_reference(manifest, checkpoint)
     data = validation_clips(model.config.input_shape, clips, inputs, seed)
-    # A dynamic-batch engine is validated one clip at a time: its profile may not cover larger batches.
-    outputs = run_in_batches(runner.run, data, batch=1 if manifest["dynamic_batch"] else manifest["batch_size"])
+    try:
+        # A dynamic-batch engine is validated one clip at a time: its profile may not cover larger batches.
+        outputs = run_in_batches(runner.run, data, batch=1 if manifest["dynamic_batch"] else manifest["batch_size"])
+    finally:
+        runner.close()
+    names = [name if name in outputs else None for name in map(SELECTION_OUTPUT.format, range(3))]
+    if manifest["r1"] == 0 or any(names):
+        return replay_report(model, manifest, data, outputs, names if manifest["r1"] else None, backend="tensorrt",
+                             tolerance_key=manifest["dtype"], tolerances=tolerances)
     got_kept = kept_outputs(outputs)
     # One clip per reference call, so that a clip's verdict never depends on its neighbours.
     ref_logits, ref_kept = run_model(model, data, got_kept is not None, batch_size=1)
-    return compare_outputs(ref_logits, outputs["logits"], ref_kept, got_kept, dtype=manifest["dtype"], backend="tensorrt", tolerances=tolerances)
+    report = compare_outputs(ref_logits, outputs["logits"], ref_kept, got_kept, dtype=manifest["dtype"], backend="tensorrt", tolerances=tolerances)
+    report.notes.append(NO_ENGINE_REPLAY)
+    return report
+
+
+NO_ENGINE_REPLAY = (
+    "no replay: the engine has no sta_selection_stage* outputs, so kept sets and logits are compared plainly and a rounding "
+    "near-tie broken the other way fails; rebuild it with sta-deploy build --selection-outputs to tell near-ties from bugs"
+)
 
 
 def openvino_tolerance_key(dtype: str, precision: str) -> str:

@@ -77,3 +77,88 @@ def test_selection_outputs_of_an_unpruned_export_are_refused(tmp_path, capsys):
     assert main(["build", str(path), "--parse-only", "--selection-outputs"]) != 0
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "unpruned (r1 = 0)" in err and "drop --selection-outputs" in err
+
+
+# ----------------------------------------------------------------------------- validate_engine's replay
+class _OnnxRuntimeEngine:
+    """Stands in for runtime.trt.EngineRunner: the 'plan' names an ONNX file that ONNX Runtime runs."""
+
+    def __init__(self, plan_path, plugin_libs=()):
+        from sta_deploy.runtime.onnxrt import onnx_session
+
+        self.session = onnx_session(json.loads(open(plan_path).read())["onnx"])
+        self.output_names = [o.name for o in self.session.get_outputs()]
+
+    def run(self, video):
+        return dict(zip(self.output_names, self.session.run(None, {"video": video})))
+
+    def close(self):
+        pass
+
+
+@pytest.fixture
+def onnxruntime_engines(monkeypatch, tmp_path):
+    """``plan(onnx_path)``: a stand-in 'engine' of that graph (the TensorRT runner replaced by ONNX Runtime)."""
+    from sta_deploy.runtime import trt
+
+    monkeypatch.setattr(trt, "EngineRunner", _OnnxRuntimeEngine)
+
+    def plan(onnx_path, name="engine.plan"):
+        path = tmp_path / name
+        path.write_text(json.dumps({"onnx": str(onnx_path)}))
+        return path
+
+    return plan
+
+
+def _selection_copy(onnx_path, folder):
+    from sta_deploy.export.selection_graph import write_selection_model
+
+    folder.mkdir(exist_ok=True)
+    return write_selection_model(onnx_path, _schedule(onnx_path), folder)[0]
+
+
+def test_engine_with_selection_outputs_is_replayed(tiny_export, onnxruntime_engines, tmp_path):
+    from sta_deploy.validate import validate_engine, validate_onnx
+
+    report = validate_engine(tiny_export, onnxruntime_engines(_selection_copy(tiny_export, tmp_path / "copy")), clips=2)
+    assert report.passed, report.table()
+    assert report.backend == "tensorrt" and not report.notes
+    assert [s["stage"] for s in report.stages] == [0, 1, 2] and all(s["mismatch"] == 0 for s in report.stages)
+    # The same verdict, stage by stage, as ONNX Runtime's own validation of the export.
+    assert report.stages == validate_onnx(tiny_export, clips=2).stages
+
+
+def test_engine_replay_catches_a_mutated_stage(tiny_export, onnxruntime_engines, tmp_path):
+    import onnx
+
+    from sta_deploy.validate import validate_engine
+    from test_validate_mutations import score_topks
+
+    copy = _selection_copy(tiny_export, tmp_path / "copy")
+    proto = onnx.load(str(copy))
+    topk = score_topks(proto, 1)[0]
+    next(a for a in topk.attribute if a.name == "largest").i = 1  # keeps the highest scores: a real bug
+    onnx.save(proto, str(copy))
+    report = validate_engine(tiny_export, onnxruntime_engines(copy), clips=2)
+    assert not report.passed
+    assert report.stages[0]["mismatch"] == 0 and report.stages[1]["mismatch"] > 0, report.table()
+    assert any(f.startswith("stage 1 ") for f in report.failures)
+
+
+def test_engine_without_selection_outputs_says_it_was_not_replayed(tiny_export, onnxruntime_engines):
+    from sta_deploy.validate import NO_ENGINE_REPLAY, validate_engine
+
+    report = validate_engine(tiny_export, onnxruntime_engines(tiny_export), clips=2)
+    assert report.passed and report.stages == [] and report.notes == [NO_ENGINE_REPLAY]
+    assert f"note: {NO_ENGINE_REPLAY}" in report.table()
+
+
+@pytest.mark.skipif(not (HAS_TRT and HAS_GPU), reason="needs TensorRT and an NVIDIA GPU")
+def test_real_engine_with_selection_outputs_is_replayed(tiny_export, tmp_path, capsys):
+    plan = tmp_path / "vit.plan"
+    assert main(["build", str(tiny_export), "-o", str(plan), "--selection-outputs"]) == 0
+    capsys.readouterr()
+    assert main(["validate", str(tiny_export), "--engine", str(plan), "--clips", "4", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["passed"] and [s["stage"] for s in report["stages"]] == [0, 1, 2] and not report["notes"]

@@ -26,11 +26,11 @@ from .options import backend_options, backend_precision, json_option, warnings_a
 def validate(onnx_path, checkpoint, clips, inputs, seed, atol, min_kept, engine, plugin_libs, save_inputs, save_outputs, backend, precision, as_json):
     """Compare ONNX Runtime (or OpenVINO, or a TensorRT --engine) with PyTorch: logits, top-1/5, kept tokens.
 
-    ONNX Runtime's (or OpenVINO's) token choices are replayed in the reference stage by stage: swaps
-    of near-tied scores (within a rounding margin: fp32 1e-5, fp16 2e-2, OpenVINO bf16 6.25e-2, int8
-    1e-1 relative) pass, real mismatches fail (--engine: kept sets are compared as sets, without the
-    replay).  Exits 1 on a real mismatch, logits beyond tolerance (fp32: max |diff| 1e-4, top-1 100%)
-    or any NaN/inf.
+    The backend's token choices are replayed in the reference stage by stage: swaps of near-tied
+    scores (within a rounding margin: fp32 1e-5, fp16 2e-2, OpenVINO bf16 6.25e-2, int8 1e-1
+    relative) pass, real mismatches fail (--engine: an engine built with 'sta-deploy build
+    --selection-outputs'; other engines are compared plainly, and the report says so).  Exits 1 on a
+    real mismatch, logits beyond tolerance (fp32: max |diff| 1e-4, top-1 100%) or any NaN/inf.
     """
     from pathlib import Path
 
