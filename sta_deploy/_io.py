@@ -29,7 +29,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import OutputBusyError, StaDeployError
+from .errors import ConfigError, OutputBusyError, StaDeployError
 
 PARTIAL_SUFFIX = ".partial"
 # Partials named before writers recorded themselves (older versions) are removed once this old.
@@ -347,3 +347,57 @@ def sha256_file(path, chunk_size: int = 1 << 20) -> str:
         for chunk in iter(lambda: handle.read(chunk_size), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+class JsonLinesLog:
+    """An append-only file of JSON lines that a killed run can resume: every line is flushed and
+    fsync'ed as it is written, a torn last line (a writer killed mid-line) is dropped on the next
+    read, and one writer at a time holds the file's :class:`OutputLock` from :meth:`lock` to :meth:`close`."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self._handle = None
+        self._lock = None
+
+    def lock(self) -> None:
+        self._lock = output_lock(self.path).acquire()
+
+    def read_lines(self, *, what: str) -> tuple[list[tuple[int, dict]], bool]:
+        """``([(line number, object), ...], dropped)``: the file's JSON objects (blank lines skipped) and
+        whether a torn last line was dropped (cut from the file only by the lock holder: without the
+        lock a live writer may be mid-line).  A line that is not JSON: ConfigError naming ``what``."""
+        if not self.path.exists():
+            return [], False
+        data = self.path.read_bytes()
+        dropped = bool(data) and not data.endswith(b"\n")
+        if dropped:
+            cut = data.rfind(b"\n") + 1
+            if self._lock is not None:
+                with open(self.path, "r+b") as handle:
+                    handle.truncate(cut)
+            data = data[:cut]
+        items = []
+        for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                items.append((number, json.loads(line)))
+            except json.JSONDecodeError:
+                raise ConfigError(f"{self.path}:{number} is not a JSON line; it is not {what} (choose another -o, or --restart)") from None
+        return items, dropped and self._lock is not None
+
+    def start_appending(self) -> None:
+        self._handle = open(self.path, "a", encoding="utf-8")
+
+    def write_line(self, item: dict) -> None:
+        self._handle.write(json.dumps(item, separators=(",", ":")) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None

@@ -16,9 +16,8 @@ line adds r1 values, or replaces an error).
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
+from .._io import JsonLinesLog
 from ..errors import ConfigError
 
 FORMAT = "sta_deploy.evaluate"
@@ -27,37 +26,20 @@ VERSION = 1
 MUST_MATCH = ("model", "config", "weights", "protocol", "list")
 
 
-class ResultsFile:
+class ResultsFile(JsonLinesLog):
     def __init__(self, path):
-        self.path = Path(path)
+        super().__init__(path)
         self.settings: dict | None = None
         self.records: dict[str, dict] = {}
         self.dropped_torn_line = False
-        self._handle = None
-        self._lock = None
 
     # ------------------------------------------------------------------ reading
     def load(self) -> "ResultsFile":
         self.settings, self.records = None, {}
-        if not self.path.exists():
-            return self
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            # the run was killed mid-line: drop the fragment (its clip is simply redone); only the
-            # lock holder cuts the file, since without the lock a live writer may be mid-line
-            cut = data.rfind(b"\n") + 1
-            if self._lock is not None:
-                with open(self.path, "r+b") as handle:
-                    handle.truncate(cut)
-                self.dropped_torn_line = True
-            data = data[:cut]
-        for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{self.path}:{number} is not a JSON line; it is not an evaluate results file (choose another -o, or --restart)") from None
+        # A torn last line (a run killed mid-line) is dropped: its clip is simply redone.
+        items, dropped = self.read_lines(what="an evaluate results file")
+        self.dropped_torn_line = self.dropped_torn_line or dropped
+        for number, item in items:
             if item.get("format") == FORMAT:
                 settings = item.get("settings", {})
                 if self.settings is None:
@@ -109,9 +91,7 @@ class ResultsFile:
 
     def open(self, settings: dict, *, restart: bool = False) -> "ResultsFile":
         """Start appending; holds the file's lock until :meth:`close` (a second evaluate fails at once)."""
-        from .._io import output_lock
-
-        self._lock = output_lock(self.path).acquire()
+        self.lock()
         try:
             return self._open(settings, restart=restart)
         except BaseException:
@@ -124,29 +104,16 @@ class ResultsFile:
             self.path.unlink()
             self.settings, self.records = None, {}
         self.check_compatible(settings)
-        self._handle = open(self.path, "a", encoding="utf-8")
+        self.start_appending()
         new_backends = set(settings.get("backends", {})) - set((self.settings or {}).get("backends", {}))
         if self.settings is None or new_backends:
-            self._write({"format": FORMAT, "version": VERSION, "settings": settings})
+            self.write_line({"format": FORMAT, "version": VERSION, "settings": settings})
             self.settings = {**(self.settings or {}), **settings, "backends": {**(self.settings or {}).get("backends", {}), **settings.get("backends", {})}}
         return self
 
     def append(self, record: dict) -> None:
-        self._write(record)
+        self.write_line(record)
         self._merge(record)
-
-    def _write(self, item: dict) -> None:
-        self._handle.write(json.dumps(item, separators=(",", ":")) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
 
 def _short(value) -> str:

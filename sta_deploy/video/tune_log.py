@@ -14,41 +14,24 @@ line is dropped on the next start.
 
 from __future__ import annotations
 
-import json
-import os
-from pathlib import Path
-
+from .._io import JsonLinesLog
 from ..errors import ConfigError
 
 FORMAT = "sta_deploy.tune"
 VERSION = 1
 
 
-class TuneLog:
+class TuneLog(JsonLinesLog):
     def __init__(self, path):
-        self.path = Path(path)
+        super().__init__(path)
         self.settings: dict | None = None
         self.reference: dict | None = None
         self.accuracy: dict[str, dict] = {}  # point key -> record
         self.latency: dict[str, dict[int, list]] = {}  # point key -> round -> ms
-        self._handle = None
-        self._lock = None
 
     def _load(self) -> None:
         self.settings, self.reference, self.accuracy, self.latency = None, None, {}, {}
-        if not self.path.exists():
-            return
-        data = self.path.read_bytes()
-        if data and not data.endswith(b"\n"):
-            cut = data.rfind(b"\n") + 1
-            with open(self.path, "r+b") as handle:  # we hold the lock: no live writer is mid-line
-                handle.truncate(cut)
-            data = data[:cut]
-        for number, line in enumerate(data.decode("utf-8").splitlines(), 1):
-            try:
-                item = json.loads(line)
-            except json.JSONDecodeError:
-                raise ConfigError(f"{self.path}:{number} is not a JSON line; it is not a tune results file (choose another -o, or --restart)") from None
+        for number, item in self.read_lines(what="a tune results file")[0]:
             self._take(item, number)
 
     def _take(self, item: dict, number: int) -> None:
@@ -66,10 +49,8 @@ class TuneLog:
 
     def open(self, settings: dict, *, restart: bool = False) -> "TuneLog":
         """Load what is there and start appending; holds the file's lock until :meth:`close`."""
-        from .._io import output_lock
-
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = output_lock(self.path).acquire()
+        self.lock()
         try:
             if restart and self.path.exists():
                 self.path.unlink()
@@ -79,7 +60,7 @@ class TuneLog:
                 raise ConfigError(
                     f"{self.path} holds a sweep of another setup ({', '.join(changed)} differ); choose another -o, or pass --restart to discard it"
                 )
-            self._handle = open(self.path, "a", encoding="utf-8")
+            self.start_appending()
             if self.settings is None:
                 self.append({"format": FORMAT, "version": VERSION, "settings": settings})
         except BaseException:
@@ -94,18 +75,8 @@ class TuneLog:
         return [ms for _, values in sorted(self.latency.get(key, {}).items()) for ms in values]
 
     def append(self, item: dict) -> None:
-        self._handle.write(json.dumps(item, separators=(",", ":")) + "\n")
-        self._handle.flush()
-        os.fsync(self._handle.fileno())
+        self.write_line(item)
         self._take(item, 0)
-
-    def close(self) -> None:
-        if self._handle is not None:
-            self._handle.close()
-            self._handle = None
-        if self._lock is not None:
-            self._lock.release()
-            self._lock = None
 
 
 def _key(point: dict) -> str:
