@@ -121,6 +121,34 @@ def window_slot_tables(geometry: WindowGeometry) -> tuple[Tensor, Tensor, Tensor
     return slot_to_token, token_to_slot, slot_region
 
 
+def windows_by_mask_type(geometry: WindowGeometry, slot_to_token: Tensor, slot_region: Tensor):
+    """Reorder one block's windows so that windows with the same shift-mask pattern are adjacent.
+
+    The window gather may list windows in any order, so grouping them by mask pattern lets every
+    group add ONE precomputed (heads, V, V) tensor (relative position bias + that group's mask)
+    instead of a bias Add plus a per-window (nW, V, V) mask Add over all logits.  An unshifted block
+    is one group without a mask; a shifted one has up to 8 (interior windows, and boundary windows
+    per combination of the shifted axes), the unmasked interior first.
+
+    Returns ``(slot_to_token, token_to_slot, type_regions, windows_per_type)``: the reordered slot
+    table, its inverse, the (types, V) mask regions of each group and the window count of each.
+    """
+    volume = geometry.window_volume
+    regions, group = torch.unique(slot_region, dim=0, return_inverse=True)
+    # Interior windows (one region throughout) first; otherwise the order torch.unique gives.
+    interior = (regions == regions[:, :1]).all(dim=1)
+    rank = torch.argsort((~interior).to(torch.long) * len(regions) + torch.arange(len(regions)), stable=True)
+    regions = regions[rank]
+    group = torch.argsort(rank)[group]
+    order = torch.argsort(group, stable=True)
+    slot_to_token = slot_to_token.view(geometry.num_windows, volume)[order].reshape(-1)
+    token_to_slot = torch.empty(geometry.num_tokens, dtype=torch.long)
+    real = slot_to_token < geometry.num_tokens
+    token_to_slot[slot_to_token[real]] = torch.arange(geometry.num_slots)[real]
+    windows_per_type = tuple(int(n) for n in torch.bincount(group, minlength=len(regions)))
+    return slot_to_token, token_to_slot, regions, windows_per_type
+
+
 def shift_mask(slot_region: Tensor) -> Tensor:
     """(num_windows, V, V) additive attention mask from the slots' regions (0 or -100)."""
     different = slot_region.unsqueeze(1) != slot_region.unsqueeze(2)
