@@ -394,7 +394,7 @@ class VideoSwin(StaBackbone):
         x = self.patch_embed(video)
         batch = x.shape[0]
         kept_record = []
-        fill = None  # None: the stage runs on the full grid
+        fill = kept = None  # None: the stage runs on the full grid
         for stage in range(config.num_stages):
             blocks = self.features[2 * stage]
             if fill is not None:

@@ -16,29 +16,27 @@ from .swin_geometry import relative_position_index
 
 def take_tokens(values: Tensor, index: Tensor) -> Tensor:
     """values (B, N, C) at index (L,) shared by the batch or (B, L) per sample -> (B, L, C)."""
-    if index.dim() == 1:
-        return values.index_select(1, index)
-    batch, length = index.shape
-    if not isinstance(batch, int):
-        # A symbolic batch (--dynamic-batch export): flattening would make a B * N dimension, which
-        # the static-shape check refuses; gather per element instead.
-        return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
-    # Whole rows of the flattened batch: one ONNX Gather that copies rows, where a GatherElements
-    # needs the index expanded to (B, L, C) first and reads it element by element.
-    offsets = torch.arange(batch, device=index.device).view(batch, 1) * values.shape[1]
-    rows = values.reshape(-1, values.shape[-1])[(index + offsets).reshape(-1)]
-    return rows.view(batch, length, values.shape[-1])
+    return take_rows(values.unsqueeze(1), index).squeeze(1)
 
 
 def take_rows(values: Tensor, index: Tensor) -> Tensor:
-    """values (B, G, N, D) at index (L,) shared by the batch or (B, L) per sample -> (B, G, L, D)."""
+    """values (B, G, N, D) at index (L,) shared by the batch or (B, L) per sample -> (B, G, L, D).
+
+    Always whole rows of D values: one ONNX Gather (``index_select``) that copies rows, where a
+    GatherElements needs the index expanded to the output's shape and reads it element by element
+    (and advanced indexing exports as a slower GatherND).
+    """
     if index.dim() == 1:
         return values.index_select(2, index)
     batch, groups, rows, width = values.shape
     if not isinstance(batch, int):
-        return values.gather(2, index[:, None, :, None].expand(-1, groups, -1, width))  # symbolic batch
+        # A symbolic batch (--dynamic-batch export): flattening would make a B * N dimension, which
+        # the static-shape check refuses; gather per element instead.
+        return values.gather(2, index[:, None, :, None].expand(-1, groups, -1, width))
+    if batch == 1:
+        return values.index_select(2, index.reshape(-1))
     offsets = torch.arange(batch * groups, device=index.device).view(batch, groups, 1) * rows
-    taken = values.reshape(-1, width)[(index.unsqueeze(1) + offsets).reshape(-1)]
+    taken = values.reshape(-1, width).index_select(0, (index.unsqueeze(1) + offsets).reshape(-1))
     return taken.view(batch, groups, index.shape[-1], width)
 
 
