@@ -186,4 +186,5 @@ def nearest_kept(kept: Tensor, height: int, width: int) -> Tensor:
     kept_rows = (kept // width).to(torch.float32)  # (B, G, k)
     kept_cols = (kept % width).to(torch.float32)
     kept_terms = torch.stack([-2.0 * kept_rows, -2.0 * kept_cols, kept_rows * kept_rows + kept_cols * kept_cols], dim=-2)  # (B, G, 3, k)
+    points = points.expand(*kept.shape[:-1], n, 3)  # batched like kept_terms (fvcore counts the batch then)
     return (points @ kept_terms).argmin(dim=-1)
