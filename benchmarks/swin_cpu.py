@@ -41,8 +41,9 @@ from sta_deploy.sta import STA_SCOPE  # noqa: E402
 from sta_deploy.validate import seeded_clips  # noqa: E402
 
 # Window attention works on full (filled) windows by design: its products of two activations, its
-# softmax and the window gathers never shrink with pruning.  (A MatMul with a weight is a linear.)
-WINDOW_OPS = {"MatMul", "Softmax", "FusedMatMul", "Gather", "Split"}
+# softmax, the bias + mask Add, the window gathers and the Concat of the mask types' outputs never
+# shrink with pruning.  (A MatMul with a weight is a linear.)
+WINDOW_OPS = {"MatMul", "Softmax", "FusedMatMul", "Gather", "Split", "Concat"}
 _FEATURES = re.compile(r"model\.features\.(\d+)")
 
 
@@ -91,13 +92,18 @@ def design_limit_ms(unpruned_path, unpruned_times, model, sta_ms: float) -> floa
     ranks = output_ranks(unpruned_path)
     graph = onnx.load(str(unpruned_path), load_external_data=False).graph
     weights = {init.name for init in graph.initializer}
+    for node in graph.node:  # tensors computed from weights only (a slice of the qkv weight) are weights too
+        if all(name in weights for name in node.input if name):
+            weights.update(node.output)
     nodes = {node.name: node for node in graph.node}
     total_us = 0.0
     for node, (op_type, mean_us) in unpruned_times.items():
         inputs = nodes[node].input if node in nodes else ()
         linear = op_type in ("MatMul", "Gemm") and any(name in weights for name in inputs)
         rank = ranks.get(nodes[node].output[0], 0) if node in nodes else 0
-        token_wise = linear or (op_type not in WINDOW_OPS and rank <= 3)
+        # Rank-4 Transposes are the head-major q/k/v of the (kept) tokens before the window gather and
+        # the attention output after the gather back; full windows are rank 5 inside the attention.
+        token_wise = linear or (op_type not in WINDOW_OPS and (rank <= 3 or (rank == 4 and op_type == "Transpose")))
         total_us += mean_us * (kept_fraction(scopes.get(node, ""), model) if token_wise else 1.0)
     return total_us / 1000.0 + sta_ms
 
