@@ -20,7 +20,7 @@ from sta_deploy import ConfigError
 
 
 from sta_deploy.models.swin import SwinConfig, VideoSwin, stage_drops  # noqa: E402
-from sta_deploy.models.swin_geometry import nearest_kept, window_geometry, window_slot_tables  # noqa: E402
+from sta_deploy.models.swin_geometry import nearest_kept, shift_mask, window_geometry, window_slot_tables, windows_by_mask_type  # noqa: E402
 from sta_deploy.sta import group_kept_indices, normalise_metric, semantic_score  # noqa: E402
 
 FIXTURES = Path(__file__).parent / "fixtures" / "swin"
@@ -169,6 +169,29 @@ def test_window_slots_match_roll_and_partition(grid, window, shift):
     parts = rolled.view(tp // w[0], w[0], hp // w[1], w[1], wp // w[2], w[2]).permute(0, 2, 4, 1, 3, 5).reshape(-1)
     assert torch.equal(slot_to_token, parts)
     assert torch.equal(slot_to_token[token_to_slot], torch.arange(n))
+
+
+@pytest.mark.parametrize(
+    "grid, window, shift, types",
+    [((4, 14, 14), (2, 3, 3), (1, 1, 1), 8), ((4, 7, 7), (2, 3, 3), (0, 0, 0), 1), ((4, 2, 2), (2, 3, 3), (1, 1, 1), 2), ((16, 56, 56), (8, 7, 7), (4, 3, 3), 8)],
+)
+def test_windows_grouped_by_mask_type(grid, window, shift, types):
+    """The reordered windows are the same windows; every window's own mask is its group's mask."""
+    geometry = window_geometry(grid, window, shift)
+    slot_to_token, _, slot_region = window_slot_tables(geometry)
+    ordered, token_to_slot, type_region, windows_per_type = windows_by_mask_type(geometry, slot_to_token, slot_region)
+    volume, n = geometry.window_volume, geometry.num_tokens
+    windows = slot_to_token.view(-1, volume)
+    ordered_windows = ordered.view(-1, volume)
+    # Each window of the new order is exactly one window of the raster order, each used once.
+    matches = (ordered_windows.unsqueeze(1) == windows.unsqueeze(0)).all(-1)
+    assert torch.equal(matches.sum(0), torch.ones(len(windows), dtype=torch.long)) and torch.equal(matches.sum(1), matches.sum(0))
+    source = matches.to(torch.long).argmax(1)
+    assert torch.equal(ordered[token_to_slot], torch.arange(n))
+    assert len(windows_per_type) == types == len(type_region) and sum(windows_per_type) == len(windows)
+    kinds = torch.repeat_interleave(torch.arange(types), torch.tensor(windows_per_type))
+    assert torch.equal(shift_mask(slot_region[source]), shift_mask(type_region)[kinds])
+    assert not shift_mask(type_region[:1]).any()  # the unmasked interior comes first
 
 
 # ----------------------------------------------------------------------------- equivalences

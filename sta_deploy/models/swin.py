@@ -49,8 +49,15 @@ from ..sta import normalise_metric, select_kept, semantic_score, stable_smallest
 from ._common import StaBackbone
 from .registry import ModelEntry, register_model
 from .swin_checkpoints import load_swin_checkpoint
+from .swin_attention import WindowAttention3d, take_rows, take_tokens
 from .swin_flops import swin_flops
-from .swin_geometry import nearest_kept, relative_position_index, shift_mask, window_geometry, window_slot_tables
+from .swin_geometry import (
+    nearest_kept,
+    shift_mask,
+    window_geometry,
+    window_slot_tables,
+    windows_by_mask_type,
+)
 
 STAGE_DIRECTIONS = ("forward", "backward", "forward")
 _INT_FIELDS = ("embed_dim", "num_classes", "num_frames", "img_size", "in_chans")
@@ -220,22 +227,6 @@ def swin_schedule(config: SwinConfig, r1: int) -> SwinSchedule:
 
 
 # ----------------------------------------------------------------------------- modules
-def _take(values: Tensor, index: Tensor) -> Tensor:
-    """values (B, N, C) at index (L,) shared by the batch or (B, L) per sample -> (B, L, C)."""
-    if index.dim() == 1:
-        return values.index_select(1, index)
-    batch, length = index.shape
-    if not isinstance(batch, int):
-        # A symbolic batch (--dynamic-batch export): flattening would make a B * N dimension, which
-        # the static-shape check refuses; gather per element instead.
-        return values.gather(1, index.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
-    # Whole rows of the flattened batch: one ONNX Gather that copies rows, where a GatherElements
-    # needs the index expanded to (B, L, C) first and reads it element by element.
-    offsets = torch.arange(batch, device=index.device).view(batch, 1) * values.shape[1]
-    rows = values.reshape(-1, values.shape[-1])[(index + offsets).reshape(-1)]
-    return rows.view(batch, length, values.shape[-1])
-
-
 class PatchEmbed3d(nn.Module):
     def __init__(self, config: SwinConfig):
         super().__init__()
@@ -252,54 +243,13 @@ class PatchEmbed3d(nn.Module):
         return self.norm(self.proj(video).flatten(2).transpose(1, 2))
 
 
-class WindowAttention3d(nn.Module):
-    """Multi-head self attention in 3-D windows with relative position bias.
-
-    ``forward`` takes the already gathered windows' normalised tokens' qkv; see :class:`SwinBlock`.
-    """
-
-    def __init__(self, dim: int, num_heads: int, window_size: tuple[int, int, int], geometry):
-        super().__init__()
-        self.num_heads = num_heads
-        self.scale = (dim // num_heads) ** -0.5
-        self.geometry = geometry
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.proj = nn.Linear(dim, dim)
-        table = (2 * window_size[0] - 1) * (2 * window_size[1] - 1) * (2 * window_size[2] - 1)
-        self.relative_position_bias_table = nn.Parameter(torch.zeros(table, num_heads))
-        self.register_buffer("relative_position_index", relative_position_index(window_size))
-
-    def relative_position_bias(self) -> Tensor:
-        volume = self.geometry.window_volume  # the clamped window uses the index's top-left block
-        index = self.relative_position_index[:volume, :volume].reshape(-1)
-        bias = self.relative_position_bias_table[index].view(volume, volume, self.num_heads)
-        return bias.permute(2, 0, 1).unsqueeze(0)  # (1, heads, V, V)
-
-    def attend(self, qkv_windows: Tensor, mask: Tensor | None) -> Tensor:
-        """qkv_windows (B, nW * V, 3C) -> attention output (B, nW * V, C), before ``proj``."""
-        batch, slots, three_c = qkv_windows.shape
-        dim = three_c // 3
-        volume = self.geometry.window_volume
-        windows = slots // volume
-        # Batch and windows stay separate axes (never one ``batch * windows`` axis), so that with a
-        # symbolic batch every exported shape is ``batch`` or a constant (graph_checks allows no
-        # ``N*batch`` dims).  Attention runs on (B, nW, heads, V, hd).
-        qkv = qkv_windows.reshape(batch, windows, volume, 3, self.num_heads, dim // self.num_heads).permute(3, 0, 1, 4, 2, 5)
-        q, k, v = qkv[0], qkv[1], qkv[2]
-        attn = (q * self.scale) @ k.transpose(-2, -1)
-        attn = attn + self.relative_position_bias().to(attn.dtype).unsqueeze(0)
-        if mask is not None:
-            attn = attn + mask.to(attn.dtype).unsqueeze(1).unsqueeze(0)
-        attn = attn.softmax(dim=-1)
-        return (attn @ v).permute(0, 1, 3, 2, 4).reshape(batch, slots, dim)
-
-
 class SwinBlock(nn.Module):
     """Pre-norm Swin block working on a stage's kept tokens (all tokens when unpruned).
 
     ``forward(x, window_index, back_index)``: ``x`` (B, K, C) kept tokens; ``window_index``
-    (L,) or (B, L) rows of ``[x's tokens..., padding]`` filling the ``L = nW * V`` window slots;
-    ``back_index`` (K,) or (B, K) the slot of every kept token.
+    (L,) or (B, L) rows of ``[x's tokens..., padding]`` filling the ``L = nW * V`` window slots
+    (in ``slot_to_token``'s order: windows grouped by mask type); ``back_index`` (K,) or (B, K)
+    the slot of every kept token.
     """
 
     def __init__(self, dim: int, num_heads: int, window_size, shift_size, grid, mlp_ratio: float, eps: float):
@@ -310,25 +260,32 @@ class SwinBlock(nn.Module):
         self.norm2 = nn.LayerNorm(dim, eps=eps)
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Identity(), nn.Linear(hidden, dim))
-        slot_to_token, token_to_slot, slot_region = window_slot_tables(self.geometry)
+        slot_to_token, token_to_slot, slot_region, windows_per_type = windows_by_mask_type(self.geometry, *window_slot_tables(self.geometry)[::2])
         self.register_buffer("slot_to_token", slot_to_token, persistent=False)
         self.register_buffer("token_to_slot", token_to_slot, persistent=False)
-        # Shifted blocks keep the (nW, V) mask regions and build the (nW, V, V) mask in forward: as a
-        # buffer the mask was an exported constant of nW * V^2 floats (~114 MB of swin_t's 244 MB
-        # ONNX file at 224^2; regions: 0.2 MB); the Equal/Cast it costs per call is negligible.
+        self.windows_per_type = windows_per_type
+        # The (types, V) mask regions, not the (types, V, V) masks: the bias + mask sums depend only on
+        # parameters and buffers, which ONNX Runtime folds into constants when the session is created.
         region = slot_region.to(torch.int32) if self.geometry.shifted else None
-        self.register_buffer("slot_region", region, persistent=False)
+        self.register_buffer("type_region", region, persistent=False)
+
+    def additive_terms(self) -> Tensor:
+        """(types, heads, V, V): relative position bias plus each window type's shift mask."""
+        bias = self.attn.relative_position_bias()
+        if self.type_region is None:
+            return bias
+        return bias + shift_mask(self.type_region).unsqueeze(1)
 
     def forward(self, x: Tensor, window_index: Tensor, back_index: Tensor) -> Tensor:
-        qkv = self.attn.qkv(self.norm1(x))
-        if self.geometry.has_padding:
-            # A padding slot holds a zero vector after norm1, so its qkv is the bias.
-            bias = self.attn.qkv.bias.to(qkv.dtype).view(1, 1, -1).expand(qkv.shape[0], 1, -1)
-            qkv = torch.cat([qkv, bias], dim=1)
-        windows = _take(qkv, window_index)
-        mask = shift_mask(self.slot_region) if self.slot_region is not None else None
-        attended = _take(self.attn.attend(windows, mask), back_index)
-        x = x + self.attn.proj(attended)
+        q, k, v = self.attn.head_major_qkv(self.norm1(x), self.geometry.has_padding)
+        additive = self.additive_terms()
+        volume, start, outputs = self.geometry.window_volume, 0, []
+        for kind, windows in enumerate(self.windows_per_type):
+            index = window_index[..., start * volume : (start + windows) * volume]
+            start += windows
+            outputs.append(self.attn.attend(*(take_rows(t, index) for t in (q, k, v)), additive[kind]))
+        attended = take_rows(torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0], back_index)
+        x = x + self.attn.proj(attended.transpose(1, 2).reshape(x.shape))
         return x + self.mlp(self.norm2(x))
 
 
@@ -438,21 +395,22 @@ class VideoSwin(StaBackbone):
         x = self.patch_embed(video)
         batch = x.shape[0]
         kept_record = []
-        fill = None  # None: the stage runs on the full grid
+        fill = kept = None  # None: the stage runs on the full grid
         for stage in range(config.num_stages):
             blocks = self.features[2 * stage]
+            if fill is not None:
+                padded_fill = torch.cat([fill, fill.new_full((batch, 1), x.shape[1])], dim=1)
+            indices = {}  # blocks of one stage alternate between two geometries: build each index once
             for block in blocks:
                 if fill is None:
-                    window_index, back_index = block.slot_to_token, block.token_to_slot
-                else:
-                    padded_fill = torch.cat([fill, fill.new_full((batch, 1), x.shape[1])], dim=1)
-                    window_index = padded_fill[:, block.slot_to_token]
-                    back_index = block.token_to_slot[kept]
-                x = block(x, window_index, back_index)
+                    indices[block.geometry] = (block.slot_to_token, block.token_to_slot)
+                elif block.geometry not in indices:
+                    indices[block.geometry] = (padded_fill[:, block.slot_to_token], block.token_to_slot[kept])
+                x = block(x, *indices[block.geometry])
             if stage == config.num_stages - 1:
                 break
             if fill is not None:
-                x = _take(x, fill)  # refill the grid with the nearest kept tokens before merging
+                x = take_tokens(x, fill)  # refill the grid with the nearest kept tokens before merging
             x = self.features[2 * stage + 1](x, grids[stage])
             if schedule.enabled and stage < 3:
                 kept, fill, x = self.sta_stages[stage](x)

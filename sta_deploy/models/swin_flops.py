@@ -62,7 +62,7 @@ def swin_flops(config, r1: int, name: str = "swin") -> FlopsReport:
             kept = merged
             if schedule.enabled and stage < 3:
                 g, n, r = schedule.groups[stage], schedule.group_sizes[stage], schedule.rs[stage]
-                sta += sta_stage_flops(g, n, r, 2 * c)
+                sta += sta_stage_flops(g, n, r, 2 * c) + g * n * (n - r) * 3  # + the nearest-kept fill's (n, 3) x (3, k) products
                 kept = g * (n - r)
     last = config.stage_dim(config.num_stages - 1)
     head = LN * kept * last + last * config.num_classes

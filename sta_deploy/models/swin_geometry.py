@@ -121,6 +121,34 @@ def window_slot_tables(geometry: WindowGeometry) -> tuple[Tensor, Tensor, Tensor
     return slot_to_token, token_to_slot, slot_region
 
 
+def windows_by_mask_type(geometry: WindowGeometry, slot_to_token: Tensor, slot_region: Tensor):
+    """Reorder one block's windows so that windows with the same shift-mask pattern are adjacent.
+
+    The window gather may list windows in any order, so grouping them by mask pattern lets every
+    group add ONE precomputed (heads, V, V) tensor (relative position bias + that group's mask)
+    instead of a bias Add plus a per-window (nW, V, V) mask Add over all logits.  An unshifted block
+    is one group without a mask; a shifted one has up to 8 (interior windows, and boundary windows
+    per combination of the shifted axes), the unmasked interior first.
+
+    Returns ``(slot_to_token, token_to_slot, type_regions, windows_per_type)``: the reordered slot
+    table, its inverse, the (types, V) mask regions of each group and the window count of each.
+    """
+    volume = geometry.window_volume
+    regions, group = torch.unique(slot_region, dim=0, return_inverse=True)
+    # Interior windows (one region throughout) first; otherwise the order torch.unique gives.
+    interior = (regions == regions[:, :1]).all(dim=1)
+    rank = torch.argsort((~interior).to(torch.long) * len(regions) + torch.arange(len(regions)), stable=True)
+    regions = regions[rank]
+    group = torch.argsort(rank)[group]
+    order = torch.argsort(group, stable=True)
+    slot_to_token = slot_to_token.view(geometry.num_windows, volume)[order].reshape(-1)
+    token_to_slot = torch.empty(geometry.num_tokens, dtype=torch.long)
+    real = slot_to_token < geometry.num_tokens
+    token_to_slot[slot_to_token[real]] = torch.arange(geometry.num_slots)[real]
+    windows_per_type = tuple(int(n) for n in torch.bincount(group, minlength=len(regions)))
+    return slot_to_token, token_to_slot, regions, windows_per_type
+
+
 def shift_mask(slot_region: Tensor) -> Tensor:
     """(num_windows, V, V) additive attention mask from the slots' regions (0 or -100)."""
     different = slot_region.unsqueeze(1) != slot_region.unsqueeze(2)
@@ -148,9 +176,15 @@ def nearest_kept(kept: Tensor, height: int, width: int) -> Tensor:
     device = kept.device
     n = height * width
     positions = torch.arange(n, device=device)
+    # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 is the same for every kept q of a row, so the argmin
+    # over q of (-2 p.q + |q|^2) is the same, ties included (all values are exact integers in
+    # float32).  As one MatMul of (n, 3) [h, w, 1] by (3, k) [-2 h', -2 w', |q|^2]: one pass over
+    # the (n, k) distances instead of five element-wise ones.
     rows = (positions // width).to(torch.float32)
     cols = (positions % width).to(torch.float32)
-    kept_rows = (kept // width).to(torch.float32).unsqueeze(-2)  # (B, G, 1, k)
-    kept_cols = (kept % width).to(torch.float32).unsqueeze(-2)
-    distance = (rows.view(-1, 1) - kept_rows) ** 2 + (cols.view(-1, 1) - kept_cols) ** 2  # (B, G, n, k)
-    return distance.argmin(dim=-1)
+    points = torch.stack([rows, cols, torch.ones_like(rows)], dim=-1)  # (n, 3)
+    kept_rows = (kept // width).to(torch.float32)  # (B, G, k)
+    kept_cols = (kept % width).to(torch.float32)
+    kept_terms = torch.stack([-2.0 * kept_rows, -2.0 * kept_cols, kept_rows * kept_rows + kept_cols * kept_cols], dim=-2)  # (B, G, 3, k)
+    points = points.expand(*kept.shape[:-1], n, 3)  # batched like kept_terms (fvcore counts the batch then)
+    return (points @ kept_terms).argmin(dim=-1)
