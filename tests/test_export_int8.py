@@ -72,3 +72,35 @@ def test_swin_export_profiles_its_sta_nodes(tmp_path):
     share = sta_time_share(path, seeded_clips(1, model.config.input_shape), runs=2, threads=1)
     assert share["sta_us"] > 0 and share["other_us"] > 0
     assert 0 < share["sta_fraction"] < 1
+
+
+def _weights_from_initializers_only(proto) -> list[str]:
+    """MatMuls whose weight input is computed, but from initializers alone."""
+    initializers = {t.name for t in proto.graph.initializer}
+    producer = {o: n for n in proto.graph.node for o in n.output}
+
+    def constant(name):
+        return name in initializers or (name in producer and all(constant(i) for i in producer[name].input if i))
+
+    return [n.name for n in proto.graph.node if n.op_type == "MatMul" and n.input[1] not in initializers and constant(n.input[1])]
+
+
+def test_weight_chains_fold_into_initializers_with_the_same_outputs(tmp_path):
+    """Swin's q/k/v linears read row slices of the qkv weight (Slice -> Transpose -> MatMul; the
+    exporter folds only the small ones); folding the rest into initializers (what lets the quantizer
+    see them) changes no output bit."""
+    from sta_deploy.export.quantize import fold_weight_chains
+    from sta_deploy.runtime.onnxrt import onnx_session
+
+    model = sta_deploy.create_model("swin_t", r1=8, seed=0, **SMALL_SWIN)
+    path = export_onnx(model, tmp_path / "swin.onnx").path
+    proto = onnx.load(str(path))
+    computed = _weights_from_initializers_only(proto)
+    assert computed  # the case this is for is in the graph
+    assert fold_weight_chains(proto) == len(computed)
+    assert _weights_from_initializers_only(proto) == []
+    folded = tmp_path / "folded.onnx"
+    onnx.save(proto, str(folded))
+    clips = seeded_clips(1, model.config.input_shape, 0)
+    for got, want in zip(onnx_session(folded).run(None, {"video": clips}), onnx_session(path).run(None, {"video": clips})):
+        np.testing.assert_array_equal(got, want)

@@ -8,6 +8,7 @@ window size is transposed or split.
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .swin_geometry import relative_position_index
@@ -68,15 +69,18 @@ class WindowAttention3d(nn.Module):
         """q, k, v of (B, N, C) normalised tokens as (B, heads, N (+1), head_dim).
 
         With ``padding`` each gets one more row, the qkv bias: what a zero padding vector gives.
-        One linear with the whole qkv weight (an initializer of the exported graph, so that int8
-        quantization finds it), then one transpose of the kept tokens to head-major order.
+        Three linears on row slices of the qkv weight, so that no (N, 3C) tensor is split or permuted;
+        the int8 export folds the slices into initializers first (export.quantize.fold_constant_nodes).
         """
         batch, tokens, dim = normed.shape
-        qkv = self.qkv(normed)
-        if padding:
-            qkv = torch.cat([qkv, self.qkv.bias.to(qkv.dtype).view(1, 1, -1).expand(batch, 1, -1)], dim=1)
-        qkv = qkv.view(batch, -1, 3, self.num_heads, dim // self.num_heads).permute(2, 0, 3, 1, 4)
-        return [qkv[0], qkv[1], qkv[2]]
+        parts = []
+        for part in range(3):
+            rows = slice(part * dim, (part + 1) * dim)
+            values = F.linear(normed, self.qkv.weight[rows], self.qkv.bias[rows])
+            if padding:
+                values = torch.cat([values, self.qkv.bias[rows].to(values.dtype).view(1, 1, -1).expand(batch, 1, -1)], dim=1)
+            parts.append(values.view(batch, -1, self.num_heads, dim // self.num_heads).transpose(1, 2))
+        return parts
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, additive: Tensor) -> Tensor:
         """q, k, v (B, heads, nW * V, hd) of windows sharing ``additive`` (heads, V, V) -> (B, heads, nW * V, hd)."""
