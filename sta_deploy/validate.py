@@ -318,7 +318,6 @@ def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=No
     the engine breaks the other way then fails)."""
     from .export.manifest import read_manifest, rebuild_reference
     from .export.selection_graph import SELECTION_OUTPUT
-    from .runtime.batching import run_in_batches
     from .runtime.trt import EngineRunner, check_plugin_libs
 
     manifest = read_manifest(onnx_path)
@@ -327,8 +326,7 @@ def validate_engine(onnx_path, plan_path, *, checkpoint=None, clips=4, inputs=No
     model = rebuild_reference(manifest, checkpoint)
     data = validation_clips(model.config.input_shape, clips, inputs, seed)
     try:
-        # A dynamic-batch engine is validated one clip at a time: its profile may not cover larger batches.
-        outputs = run_in_batches(runner.run, data, batch=1 if manifest["dynamic_batch"] else manifest["batch_size"])
+        outputs = runner.run_clips(data, manifest)
     finally:
         runner.close()
     names = [name if name in outputs else None for name in map(SELECTION_OUTPUT.format, range(3))]

@@ -26,3 +26,30 @@ def expected_tokens_per_stage(num_temporal: int, num_spatial: int, r1: int) -> l
         size = 2 * kept_per_group
         groups //= 2
     return tokens
+
+
+def onnxruntime_engine_class():
+    """A stand-in for ``runtime.trt.EngineRunner`` whose 'plan' is a JSON file naming an ONNX graph that
+    ONNX Runtime runs: the engine's batching (``run_clips``) is the real runner's.  For testing the
+    code around engines without a GPU; it says nothing about TensorRT."""
+    import json
+
+    from sta_deploy.runtime.onnxrt import onnx_session
+    from sta_deploy.runtime.trt import EngineRunner
+
+    class OnnxRuntimeEngine(EngineRunner):
+        closed = 0
+        batches: list = []
+
+        def __init__(self, plan_path, plugin_libs=()):
+            self.session = onnx_session(json.loads(open(plan_path).read())["onnx"])
+            self.output_names = [o.name for o in self.session.get_outputs()]
+
+        def run(self, video):
+            type(self).batches.append(video.shape[0])
+            return dict(zip(self.output_names, self.session.run(None, {"video": video})))
+
+        def close(self):
+            type(self).closed += 1
+
+    return OnnxRuntimeEngine

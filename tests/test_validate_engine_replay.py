@@ -80,28 +80,13 @@ def test_selection_outputs_of_an_unpruned_export_are_refused(tmp_path, capsys):
 
 
 # ----------------------------------------------------------------------------- validate_engine's replay
-class _OnnxRuntimeEngine:
-    """Stands in for runtime.trt.EngineRunner: the 'plan' names an ONNX file that ONNX Runtime runs."""
-
-    def __init__(self, plan_path, plugin_libs=()):
-        from sta_deploy.runtime.onnxrt import onnx_session
-
-        self.session = onnx_session(json.loads(open(plan_path).read())["onnx"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, video):
-        return dict(zip(self.output_names, self.session.run(None, {"video": video})))
-
-    def close(self):
-        pass
-
-
 @pytest.fixture
 def onnxruntime_engines(monkeypatch, tmp_path):
     """``plan(onnx_path)``: a stand-in 'engine' of that graph (the TensorRT runner replaced by ONNX Runtime)."""
+    from _helpers import onnxruntime_engine_class
     from sta_deploy.runtime import trt
 
-    monkeypatch.setattr(trt, "EngineRunner", _OnnxRuntimeEngine)
+    monkeypatch.setattr(trt, "EngineRunner", onnxruntime_engine_class())
 
     def plan(onnx_path, name="engine.plan"):
         path = tmp_path / name

@@ -44,33 +44,16 @@ def test_plugin_lib_needs_the_tensorrt_backend(cli, exported, dataset, tmp_path)
     assert code == 2 and "--plugin-lib loads TensorRT plugins: add --backend tensorrt" in err
 
 
-class _OnnxRuntimeEngine:
-    """Stands in for runtime.trt.EngineRunner: runs the ONNX file the 'plan' names with ONNX Runtime."""
-
-    closed = 0
-
-    def __init__(self, plan_path, plugin_libs=()):
-        from sta_deploy.runtime.onnxrt import onnx_session
-
-        self.session = onnx_session(json.loads(open(plan_path).read())["onnx"])
-        self.output_names = [o.name for o in self.session.get_outputs()]
-
-    def run(self, video):
-        assert video.shape[0] == 2  # the export's static batch: the backend pads the last chunk
-        return dict(zip(self.output_names, self.session.run(None, {"video": video})))
-
-    def close(self):
-        type(self).closed += 1
-
-
 def test_engine_backend_runs_the_plan_beside_the_export(exported, monkeypatch):  # noqa: F811
+    from _helpers import onnxruntime_engine_class
     from sta_deploy.errors import ConfigError
     from sta_deploy.runtime import trt
     from sta_deploy.video.backends import exported_backend
 
+    engine_class = onnxruntime_engine_class()
     monkeypatch.setattr(trt, "import_tensorrt", lambda prefer=(): None)
     monkeypatch.setattr(trt, "require_gpu", lambda: None)
-    monkeypatch.setattr(trt, "EngineRunner", _OnnxRuntimeEngine)
+    monkeypatch.setattr(trt, "EngineRunner", engine_class)
     plan = exported.with_suffix(".plan")
     plan.unlink(missing_ok=True)
     with pytest.raises(ConfigError, match=f"no TensorRT engine {plan} .* build it with sta-deploy build {exported} -o {plan}"):
@@ -85,8 +68,9 @@ def test_engine_backend_runs_the_plan_beside_the_export(exported, monkeypatch): 
         np.testing.assert_array_equal(got, want)
         for a, b in zip(got_kept, want_kept):
             np.testing.assert_array_equal(a, b)
+        assert engine_class.batches == [2, 2]  # the export's static batch: the last chunk padded
         engine.close()
-        assert _OnnxRuntimeEngine.closed == 1
+        assert engine_class.closed == 1
     finally:
         plan.unlink()
 

@@ -39,17 +39,14 @@ def build(onnx_path, output, fp16, bf16, plugin_libs, min_batch, opt_batch, max_
 def _with_selection_outputs(stack, onnx_path, output):
     """A scratch copy of ``onnx_path`` (beside the engine, so that external weights hard-link) whose
     graph also outputs every STA stage's selection; the user's file is never touched."""
-    import tempfile
-
     from .._io import writable_folder
     from ..export.manifest import read_manifest
-    from ..export.selection_graph import write_selection_model
+    from ..export.selection_graph import selection_copy
 
     manifest = read_manifest(onnx_path, needed_by="build --selection-outputs")
     if manifest["r1"] == 0:
         raise click.BadParameter(f"{onnx_path} is unpruned (r1 = 0): it has no STA selection to output; drop --selection-outputs")
-    scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix=".sta_selection_", dir=writable_folder(output)))
-    copy, names = write_selection_model(onnx_path, manifest["schedule"], scratch)
+    copy, names = stack.enter_context(selection_copy(onnx_path, manifest, folder=writable_folder(output)))
     missing = [stage for stage, name in enumerate(names) if name is None]
     if missing:
         raise click.ClickException(f"cannot find the token selection of STA stage(s) {missing} in {onnx_path}: re-export it with sta-deploy export")

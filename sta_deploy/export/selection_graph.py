@@ -223,16 +223,17 @@ def write_selection_model(path, schedule: dict, folder) -> tuple[Path, list[str]
 
 
 @contextlib.contextmanager
-def selection_copy(path, manifest: dict):
+def selection_copy(path, manifest: dict, *, folder=None):
     """Yield ``(model path, selection output names)`` for a backend that validation runs.
 
     A pruned model (``r1`` > 0) is run from a scratch copy with the selection outputs added
-    (:func:`write_selection_model`), removed on exit; an unpruned one is run as it is, with names None.
+    (:func:`write_selection_model`), made in a temporary folder inside ``folder`` (default: the
+    system's) and removed on exit; an unpruned one is run as it is, with names None.
     """
     import tempfile
 
     if manifest["r1"] <= 0:
         yield Path(path), None
         return
-    with tempfile.TemporaryDirectory(prefix="sta-deploy-validate-") as scratch:
+    with tempfile.TemporaryDirectory(prefix=".sta_selection_", dir=folder) as scratch:
         yield write_selection_model(path, manifest["schedule"], scratch)

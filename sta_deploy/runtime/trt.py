@@ -200,5 +200,12 @@ class EngineRunner:
             outputs = self.runner.infer({self.input_name: video})
         return {name: value.astype("float32") if value.dtype.kind == "f" else value for name, value in outputs.items()}
 
+    def run_clips(self, clips, manifest: dict) -> dict:
+        """``clips`` through the engine in the batch its export fixed; a dynamic-batch engine goes one
+        clip at a time (its optimisation profile may not cover larger batches)."""
+        from .batching import run_in_batches
+
+        return run_in_batches(self.run, clips, batch=1 if manifest["dynamic_batch"] else manifest["batch_size"])
+
     def close(self) -> None:
         self.runner.deactivate()

@@ -178,12 +178,11 @@ class EngineBackend(OnnxBackend):
         return f"{self.model_name} r1={self.r1} (tensorrt: {self.plan})"
 
     def _run(self, clips, with_kept):
-        from ..runtime.batching import kept_outputs, run_in_batches
+        from ..runtime.batching import kept_outputs
 
         if with_kept and not self.has_kept:
             raise ConfigError(f"{self.plan} has no kept_stage outputs; build it from an export made with --with-kept")
-        # A dynamic-batch engine goes one clip at a time: its profile may not cover larger batches.
-        outputs = run_in_batches(self.runner.run, clips, batch=self.manifest["batch_size"] if not self.manifest["dynamic_batch"] else 1)
+        outputs = self.runner.run_clips(clips, self.manifest)
         return outputs["logits"], (kept_outputs(outputs) if with_kept else None)
 
     def close(self) -> None:

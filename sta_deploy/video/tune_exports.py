@@ -123,10 +123,8 @@ class TensorRTBackend(EngineBackend):
 
     def __init__(self, path, *, precision: str = "fp32"):
         from ..export.manifest import read_verified_manifest
-        from ..runtime.trt import import_tensorrt, require_gpu
 
-        import_tensorrt(prefer=("tensorrt",))  # "TensorRT is not installed: ..." before anything is built
-        require_gpu()
+        # build_engine (or EngineBackend, for a plan already built) says "TensorRT is not installed" first.
         manifest = read_verified_manifest(path, needed_by="tune --backend tensorrt")
         super().__init__(path, plan=_engine(Path(path), manifest, precision), needed_by="tune --backend tensorrt")
 
