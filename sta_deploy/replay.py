@@ -188,13 +188,9 @@ def replay_groups(metric_groups: Tensor, semantic: Tensor, r: int, backward: boo
     # As in the reference, the first transition looks at the first group's full order (dropped tokens too).
     previous_metric = sta._gather_tokens(first_metric, torch.tensor([first_full]))
     previous_accumulated = None
-    for step, group in enumerate(order[1:], start=1):
+    for group in order[1:]:
         current_metric = metric_groups[:, group]
-        transition = sta.transition_matrix(current_metric, previous_metric)
-        if step == 1:
-            accumulated = transition.sum(dim=-1)
-        else:
-            accumulated = (transition @ previous_accumulated.unsqueeze(-1)).squeeze(-1)
+        accumulated = sta.accumulate_scores(current_metric, previous_metric, previous_accumulated)
         score = accumulated * (1.0 - semantic[:, group])  # sta.select_group_tokens' score
         reference_full = sta.stable_smallest_k(score, n)[0].tolist()
         backend = backend_groups[group].tolist()

@@ -27,7 +27,7 @@ __all__ = [
     "normalise_metric",
     "semantic_score",
     "image_style_order",
-    "transition_matrix",
+    "accumulate_scores",
     "select_group_tokens",
     "select_kept",
     "selection_override",
@@ -87,8 +87,9 @@ def semantic_score(x_groups: Tensor) -> Tensor:
     magnitude = x_groups.float().abs().sum(-1)
     low = magnitude.amin(-1, keepdim=True)
     high = magnitude.amax(-1, keepdim=True)
-    spread = high - low
-    spread = torch.where(spread > 0, spread, torch.ones_like(spread))
+    # A zero spread leaves magnitude - low == 0 everywhere, so any positive divisor gives F = 0; one
+    # clamp is one node where a select on spread > 0 was three in the exported graph.
+    spread = (high - low).clamp_min(torch.finfo(torch.float32).tiny)
     return (magnitude - low) / spread
 
 
@@ -109,12 +110,20 @@ def image_style_order(metric: Tensor) -> Tensor:
     return torch.cat([b_positions.expand(batch, -1), a_positions[a_rank]], dim=1)
 
 
-def transition_matrix(current: Tensor, previous: Tensor) -> Tensor:
-    """P = softmax over the current tokens of (current @ previous^T): (B, n_cur, n_prev).
+def accumulate_scores(current: Tensor, previous: Tensor, previous_accumulated: Tensor | None) -> Tensor:
+    """The accumulated score of every current token: P @ previous_accumulated, (B, n_cur).
 
-    Each column sums to one: every previous token hands its unit of mass to the current tokens.
+    P (B, n_cur, n_prev) is the softmax over the current tokens of (current @ previous^T): each
+    column sums to one, every previous token hands its unit of mass to the current tokens.
+    ``previous_accumulated`` None (the first transition) stands for all ones, i.e. P's row sums.
+    P is built transposed, as the softmax over the last axis of (previous @ current^T): the same
+    numbers, but runtimes implement a last-axis softmax natively, while
+    ONNX Runtime transposes the whole matrix in and out for a softmax over axis 1.
     """
-    return (current @ previous.transpose(-1, -2)).softmax(dim=1)
+    transition_t = (previous @ current.transpose(-1, -2)).softmax(dim=-1)  # (B, n_prev, n_cur) = P^T
+    if previous_accumulated is None:
+        return transition_t.sum(dim=1)
+    return (previous_accumulated.unsqueeze(1) @ transition_t).squeeze(1)
 
 
 def select_group_tokens(accumulated: Tensor, semantic: Tensor, keep: int) -> tuple[Tensor, Tensor]:
@@ -166,13 +175,9 @@ def group_kept_indices(metric_groups: Tensor, semantic: Tensor, r: int, backward
     # are still taken in the reference's order so that the float summation order matches too.
     previous_metric = _gather_tokens(metric_groups[:, first], first_order)
     previous_accumulated = None
-    for step, group in enumerate(order[1:], start=1):
+    for group in order[1:]:
         current_metric = metric_groups[:, group]
-        transition = transition_matrix(current_metric, previous_metric)
-        if step == 1:
-            accumulated = transition.sum(dim=-1)
-        else:
-            accumulated = (transition @ previous_accumulated.unsqueeze(-1)).squeeze(-1)
+        accumulated = accumulate_scores(current_metric, previous_metric, previous_accumulated)
         kept_indices, previous_accumulated = select_group_tokens(accumulated, semantic[:, group], keep)
         kept[group] = kept_indices
         previous_metric = _gather_tokens(current_metric, kept_indices)
