@@ -9,6 +9,7 @@ windows, patch mergings on refilled grids, the patch embedding) stayed, plus STA
 
     python benchmarks/swin_cpu.py                        # swin_t at r1 = 0/192/256/320
     python benchmarks/swin_cpu.py --runs 5 --skip-eager
+    python benchmarks/swin_cpu.py --skip-eager --openvino f32,bf16   # OpenVINO beside ONNX Runtime
 
 Prints a table and writes JSON (default benchmarks/results/swin_cpu_<model>.json).
 """
@@ -37,6 +38,7 @@ from sta_deploy.bench import node_scopes, node_times, op_type_times, sta_time_sh
 from sta_deploy.export.manifest import versions  # noqa: E402
 from sta_deploy.export.onnx_export import export_onnx  # noqa: E402
 from sta_deploy.models.flops import count_flops  # noqa: E402
+from sta_deploy.runtime.openvino import openvino_model, openvino_sta_share  # noqa: E402
 from sta_deploy.sta import STA_SCOPE  # noqa: E402
 from sta_deploy.validate import seeded_clips  # noqa: E402
 
@@ -54,7 +56,8 @@ def parse_args(argv):
     parser.add_argument("--profile-r1", type=int, default=256, help="the pruned r1 whose per-op profile is printed")
     parser.add_argument("--runs", type=int, default=9)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--skip-eager", action="store_true", help="time ONNX Runtime only")
+    parser.add_argument("--skip-eager", action="store_true", help="leave PyTorch eager out")
+    parser.add_argument("--openvino", default="", help="also time OpenVINO at these precisions, comma-separated: f32, bf16")
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
 
@@ -120,17 +123,34 @@ def measure(args, r1_values):
         runners = {f"ort r1={r1}": ort_runner(paths[r1], video, threads=args.threads) for r1 in r1_values}
         if not args.skip_eager:
             runners.update({f"torch r1={r1}": torch_runner(models[r1], video) for r1 in r1_values})
+        precisions = [p for p in args.openvino.split(",") if p]
+        for precision in precisions:
+            runners.update({f"ov-{precision} r1={r1}": ov_runner(paths[r1], video, precision, args.threads) for r1 in r1_values})
         times = interleaved_timings(runners, warmup=1, runs=args.runs)
         shares = {r1: sta_time_share(paths[r1], video, threads=args.threads, runs=3) for r1 in r1_values if r1 > 0}
+        for precision in precisions:
+            for r1 in r1_values:
+                if r1 > 0:
+                    profiled = openvino_model(paths[r1], precision=precision, threads=args.threads, cache_dir=False, profile=True)
+                    shares[r1][f"ov-{precision}"] = openvino_sta_share(profiled, node_scopes(paths[r1]), video, runs=3)["sta_fraction"]
         unpruned_nodes = node_times(paths[0], video, threads=args.threads, runs=3)
         profiles = {r1: op_type_times(paths[r1], video, threads=args.threads, runs=3) for r1 in (0, args.profile_r1) if r1 in paths}
         unprofiled_ms = sum(mean for _, mean in unpruned_nodes.values()) / 1000.0
         limits = {}
         for r1 in r1_values:
             if r1 > 0:
-                limit = design_limit_ms(paths[0], unpruned_nodes, models[r1], shares[r1]["sta_us"] / 1000.0)
+                # STA's time from the same kind of profile as the unpruned one (optimisations off)
+                scopes = node_scopes(paths[r1])
+                pruned_nodes = node_times(paths[r1], video, threads=args.threads, runs=3)
+                sta_ms = sum(us for node, (_, us) in pruned_nodes.items() if STA_SCOPE in scopes.get(node, "")) / 1000.0
+                limit = design_limit_ms(paths[0], unpruned_nodes, models[r1], sta_ms)
                 limits[r1] = limit / unprofiled_ms  # a ratio: both sides measured with the profiler on
     return times, shares, profiles, limits
+
+
+def ov_runner(path, video, precision: str, threads: int):
+    model = openvino_model(path, precision=precision, threads=threads, cache_dir=False)
+    return lambda: model.run(video)
 
 
 def summary_rows(args, r1_values, times, shares, limits):
@@ -151,6 +171,12 @@ def summary_rows(args, r1_values, times, shares, limits):
             "design_limit_ratio": limits.get(r1),
             "sta_share": shares.get(r1, {}).get("sta_fraction"),
         }
+        for name in median:
+            if name.startswith("ov-") and name.endswith(f" r1={r1}"):
+                label = name.split()[0]
+                row[f"{label}_ms"] = median[name]
+                row[f"{label}_ratio"] = median[name] / median[f"{label} r1=0"]
+                row[f"{label}_sta_share"] = shares.get(r1, {}).get(label)
         if f"torch r1={r1}" in median:
             row.update(torch_ms=median[f"torch r1={r1}"], torch_ratio=median[f"torch r1={r1}"] / median["torch r1=0"])
         rows.append(row)
@@ -165,6 +191,12 @@ def print_report(args, rows, profiles):
         share = "" if row["sta_share"] is None else f"{row['sta_share']:.2%}"
         eager = f"{row['torch_ratio']:.3f}" if "torch_ratio" in row else ""
         print(f"{row['r1']:>4} {row['gflops']:>7.1f} {row['flops_ratio']:>6.3f} {row['ort_ms']:>7.0f} {row['ort_ratio']:>6.3f} {row['ort_min_ms']:>7.0f} {row['ort_min_ratio']:>6.3f} {limit:>6} {share:>6} {eager:>6}")
+    for label in sorted({key[: -len("_ratio")] for row in rows for key in row if key.startswith("ov-") and key.endswith("_ratio")}):
+        print(f"\nOpenVINO {label[3:]}: " + "; ".join(
+            f"r1={row['r1']} {row[label + '_ms']:.0f} ms ratio {row[label + '_ratio']:.3f}"
+            + ("" if row.get(label + "_sta_share") is None else f" STA {row[label + '_sta_share']:.2%}")
+            for row in rows
+        ))
     if profiles:
         columns = sorted(profiles)
         print("\nms per run by op type (profiler on, optimisations off): " + " | ".join(f"r1={r1}" for r1 in columns))

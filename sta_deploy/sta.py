@@ -153,6 +153,17 @@ def _gather_tokens(values: Tensor, indices: Tensor) -> Tensor:
     return values.reshape(batch * count, dim).index_select(0, rows.reshape(-1)).reshape(batch, indices.shape[1], dim)
 
 
+def _gather_metric_rows(values: Tensor, indices: Tensor) -> Tensor:
+    """:func:`_gather_tokens` for the selection step's own gathers of a group's metric rows.
+
+    With a static batch of one it is a single Gather along the token axis (the flattened-rows form
+    adds an offset Add and three Reshapes, and a group's metric is gathered once per group per stage);
+    only the stage's token gather has to keep the form the validator reads."""
+    if isinstance(values.shape[0], int) and values.shape[0] == 1:
+        return values.index_select(1, indices.reshape(-1))
+    return _gather_tokens(values, indices)
+
+
 def group_kept_indices(metric_groups: Tensor, semantic: Tensor, r: int, backward: bool) -> Tensor:
     """The selection step of one STA stage: which tokens of each group survive, in which order.
 
@@ -173,14 +184,14 @@ def group_kept_indices(metric_groups: Tensor, semantic: Tensor, r: int, backward
     # Quirk of the reference code: the first transition looks at the first group's full n tokens,
     # dropped ones included (the paper says they are cut off).  Only row sums of P use them; they
     # are still taken in the reference's order so that the float summation order matches too.
-    previous_metric = _gather_tokens(metric_groups[:, first], first_order)
+    previous_metric = _gather_metric_rows(metric_groups[:, first], first_order)
     previous_accumulated = None
     for group in order[1:]:
         current_metric = metric_groups[:, group]
         accumulated = accumulate_scores(current_metric, previous_metric, previous_accumulated)
         kept_indices, previous_accumulated = select_group_tokens(accumulated, semantic[:, group], keep)
         kept[group] = kept_indices
-        previous_metric = _gather_tokens(current_metric, kept_indices)
+        previous_metric = _gather_metric_rows(current_metric, kept_indices)
     return torch.stack(kept, dim=1)  # type: ignore[arg-type]
 
 

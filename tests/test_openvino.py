@@ -81,6 +81,20 @@ def test_openvino_validates_an_fp32_export(exported):
     ]
 
 
+def test_openvino_validates_a_swin_export_with_its_replay(tmp_path):
+    """Video Swin's export (window gathers, nearest-kept fill as MatMul + ArgMin) runs on OpenVINO as it
+    is, and its STA selections are replayed stage by stage like ViT's."""
+    swin = dict(embed_dim=16, depths=(2, 2, 2, 2), num_heads=(1, 2, 2, 4), window_size=(2, 7, 7), num_frames=8, img_size=112, num_classes=10)
+    path = tmp_path / "swin.onnx"
+    export_onnx(sta_deploy.create_model("swin_t", r1=16, seed=0, **swin), path, with_kept=True)
+    report = validate_openvino(path, clips=2)
+    assert report.passed, report.table()
+    assert report.max_abs < 1e-4 and report.kept_exact == [1.0, 1.0, 1.0]
+    assert [(s["stage"], s["direction"], s["identical"]) for s in report.stages] == [
+        (0, "forward", 2), (1, "backward", 2), (2, "forward", 2)
+    ]
+
+
 def test_an_unpruned_export_is_validated_without_a_replay(tmp_path):
     """r1 = 0: no selection to replay; the file itself is compiled (through the model cache) and the
     kept outputs (every position) are compared as sets."""
