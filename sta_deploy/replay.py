@@ -186,7 +186,7 @@ def replay_groups(metric_groups: Tensor, semantic: Tensor, r: int, backward: boo
     first_full, checks[first], own[first] = _first_group(first_metric, backend_groups[first].tolist(), keep, ordered=ordered, limit=limit)
     kept[first] = first_full[:keep]
     # As in the reference, the first transition looks at the first group's full order (dropped tokens too).
-    previous_metric = sta._gather_tokens(first_metric, torch.tensor([first_full]))
+    previous_metric = sta.gather_tokens(first_metric, torch.tensor([first_full]))
     previous_accumulated = None
     for group in order[1:]:
         current_metric = metric_groups[:, group]
@@ -200,7 +200,7 @@ def replay_groups(metric_groups: Tensor, semantic: Tensor, r: int, backward: boo
         kept[group] = kept_indices[0].tolist()
         kept_accumulated = accumulated.gather(1, kept_indices)
         previous_accumulated = kept_accumulated / kept_accumulated.sum(dim=1, keepdim=True)
-        previous_metric = sta._gather_tokens(current_metric, kept_indices)
+        previous_metric = sta.gather_tokens(current_metric, kept_indices)
     return torch.tensor([kept]), checks, torch.tensor(own)
 
 

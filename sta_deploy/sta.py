@@ -29,6 +29,7 @@ __all__ = [
     "image_style_order",
     "accumulate_scores",
     "select_group_tokens",
+    "gather_tokens",
     "select_kept",
     "selection_override",
     "sta_stage",
@@ -139,7 +140,7 @@ def select_group_tokens(accumulated: Tensor, semantic: Tensor, keep: int) -> tup
     return kept_indices, kept_accumulated
 
 
-def _gather_tokens(values: Tensor, indices: Tensor) -> Tensor:
+def gather_tokens(values: Tensor, indices: Tensor) -> Tensor:
     """values (B, n, D) gathered at indices (B, k) -> (B, k, D).
 
     Rows of the flattened (B * n, D) tensor rather than GatherElements over an expanded (B, k, D)
@@ -154,14 +155,14 @@ def _gather_tokens(values: Tensor, indices: Tensor) -> Tensor:
 
 
 def _gather_metric_rows(values: Tensor, indices: Tensor) -> Tensor:
-    """:func:`_gather_tokens` for the selection step's own gathers of a group's metric rows.
+    """:func:`gather_tokens` for the selection step's own gathers of a group's metric rows.
 
     With a static batch of one it is a single Gather along the token axis (the flattened-rows form
     adds an offset Add and three Reshapes, and a group's metric is gathered once per group per stage);
     only the stage's token gather has to keep the form the validator reads."""
     if isinstance(values.shape[0], int) and values.shape[0] == 1:
         return values.index_select(1, indices.reshape(-1))
-    return _gather_tokens(values, indices)
+    return gather_tokens(values, indices)
 
 
 def group_kept_indices(metric_groups: Tensor, semantic: Tensor, r: int, backward: bool) -> Tensor:
@@ -246,7 +247,7 @@ def sta_stage(
     kept_in_group = select_kept(metric_groups, semantic_score(x_groups), r, backward)
     group_offsets = (torch.arange(num_groups, device=x.device) * n).view(1, num_groups, 1)
     flat_indices = (kept_in_group + group_offsets).reshape(batch, -1)
-    return _gather_tokens(x, flat_indices), positions.gather(1, flat_indices)
+    return gather_tokens(x, flat_indices), positions.gather(1, flat_indices)
 
 
 class StaStage(torch.nn.Module):

@@ -1,4 +1,4 @@
-"""ViT's STA token gather in its two exported forms (sta._gather_tokens): one Gather of rows (static
+"""ViT's STA token gather in its two exported forms (sta.gather_tokens): one Gather of rows (static
 batch) and GatherElements over an expanded index (dynamic batch).  The selection reader
 (sta_deploy.export.selection_graph) must find both; the row form must compute the very same logits.
 
@@ -35,7 +35,7 @@ def _one_thread(one_torch_thread):
 
 
 def element_gather_tokens(values, indices):
-    """The GatherElements form of sta._gather_tokens (what every export used before the row Gather)."""
+    """The GatherElements form of sta.gather_tokens (what every export used before the row Gather)."""
     return values.gather(1, indices.unsqueeze(-1).expand(-1, -1, values.shape[-1]))
 
 
@@ -48,7 +48,7 @@ def exports(tmp_path_factory):
         "dynamic": export_onnx(model, folder / "dynamic.onnx", with_kept=True, dynamic_batch=True).path,
     }
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(sta, "_gather_tokens", element_gather_tokens)
+        patch.setattr(sta, "gather_tokens", element_gather_tokens)
         made["elements"] = export_onnx(model, folder / "elements.onnx", with_kept=True, batch_size=BATCH).path
     return made
 

@@ -6,14 +6,15 @@ are sorted (and absent otherwise), so they cannot serve: ViT's next stage splits
 order within each group.  What can is the index with which each stage takes its kept tokens out of
 the block output: ``x.gather(1, index)`` with ``index`` (B, K) holding, group after group in
 temporal order, each group's kept tokens as positions in the stage's input, in the backend's order.
-Both backbones export it; the gather takes one of two forms (:func:`sta_deploy.sta._gather_tokens`):
+Both backbones export it; the gather takes one of two forms (:func:`sta_deploy.sta.gather_tokens`):
 
-* static batch, ViT (``sta.sta_stage``'s ``flat_indices``, in pure-ONNX and plugin graphs alike): one
+* static batch (``sta.sta_stage``'s ``flat_indices`` for ViT, in pure-ONNX and plugin graphs alike, and
+  ``kept`` in Swin's ``SwinStaStage.forward``): one
   ``Gather`` of rows, axis 0, of the block output reshaped to (B * N, C), at ``Reshape(index + offsets)``
   where ``offsets`` (B, 1) are the batch rows' starts ``b * N``.  The reader walks back from the Gather
   through the Reshape to the Add and takes the operand of the sum's own shape, (B, K): the per-clip
   positions, the same form as the other pattern gives.
-* dynamic batch (``--dynamic-batch``), and Swin (``kept`` in ``SwinStaStage.forward``): a GatherElements
+* dynamic batch (``--dynamic-batch``): a GatherElements
   whose index is ``Expand(Unsqueeze(index))``.
 
 It is found by shape, not by name or constant values (so that a graph with a wrong group offset is
@@ -109,7 +110,7 @@ def _row_source(name: str, shapes: dict, producer: dict):
 
 
 def _row_gather(node, shapes: dict, producer: dict):
-    """``Gather(x (B * N, C), Reshape(index (B, K) + batch offsets), axis=0)`` (sta._gather_tokens with a
+    """``Gather(x (B * N, C), Reshape(index (B, K) + batch offsets), axis=0)`` (sta.gather_tokens with a
     static batch): (N, index, K), or None."""
     axis = next((attribute.i for attribute in node.attribute if attribute.name == "axis"), 0)
     _, data_dims = shapes.get(node.input[0], (None, None))
@@ -127,7 +128,7 @@ def _row_gather(node, shapes: dict, producer: dict):
 
 def _token_gathers(proto, shapes: dict, producer: dict) -> list[tuple[int, str, int]]:
     """(data token count, index tensor, index token count) of every gather that takes tokens by a
-    rank-2 int64 index with static sizes, in either form :func:`sta_deploy.sta._gather_tokens` exports."""
+    rank-2 int64 index with static sizes, in either form :func:`sta_deploy.sta.gather_tokens` exports."""
     readers = {"GatherElements": _element_gather, "Gather": _row_gather}
     gathers = []
     for node in proto.graph.node:

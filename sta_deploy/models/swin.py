@@ -45,7 +45,7 @@ from torch import Tensor, nn
 
 from ..errors import ConfigError
 from ..schedule import StaSchedule
-from ..sta import normalise_metric, select_kept, semantic_score, stable_smallest_k
+from ..sta import gather_tokens, normalise_metric, select_kept, semantic_score, stable_smallest_k
 from ._common import StaBackbone
 from .registry import ModelEntry, register_model
 from .swin_checkpoints import load_swin_checkpoint
@@ -337,10 +337,9 @@ class SwinStaStage(nn.Module):
         offsets = torch.arange(slices, device=x.device).view(1, slices, 1)
         kept = (kept_in_slice + offsets * n).reshape(batch, slices * keep)
         fill = (nearest_kept(kept_in_slice, n // self.width, self.width) + offsets * keep).reshape(batch, slices * n)
-        # A GatherElements, one small gather per stage: validation finds the backend's selection as the
-        # index of this gather (sta_deploy.export.selection_graph reads it in this form and in _take's
-        # row-Gather form alike; this one has not been measured on OpenVINO either way).
-        return kept, fill, x.gather(1, kept.unsqueeze(-1).expand(-1, -1, channels))
+        # Validation finds the backend's selection as the index of this gather
+        # (sta_deploy.export.selection_graph); ViT's stages take their tokens the same way.
+        return kept, fill, gather_tokens(x, kept)
 
 
 # ----------------------------------------------------------------------------- model
