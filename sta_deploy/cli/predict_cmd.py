@@ -76,7 +76,7 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
     try:
         run = run_files(backend, clips, protocol, top=top, on_result=show, views_folder=views_folder)
     finally:  # a served model's connection releases its shared-memory regions
-        if hasattr(backend, "close"):
+        if url is not None:
             backend.close()
     if as_json:
         payload = {
