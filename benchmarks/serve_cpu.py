@@ -3,14 +3,20 @@ tritonserver, Python backend, dynamic batching) and called in-process, interleav
 
     python benchmarks/serve_cpu.py                              # vit_s at r1 = 0 and 48, concurrency 1/4/8
     python benchmarks/serve_cpu.py --model vit_b --rounds 2
+    python benchmarks/serve_cpu.py --servers 1x2,1x2p2 --transport http,shm
 
 For every r1 and every round: the in-process session (batch 1, back to back), then each Triton
-server configuration at each concurrency (that many client threads over HTTP, each sending
-single-clip requests).  A configuration is INSTANCESxTHREADS (``--servers 1x2,2x1``: one model
-instance with 2 ONNX Runtime threads, the latency set-up; two instances with one thread each,
-Triton's usual throughput knob on a CPU, which runs two clips at once instead of splitting one
-clip's matrix products over both cores).  The c=1 overhead is judged on the first configuration, the
-throughput at the largest concurrency on the best one (named in the target).  Prints a
+server configuration with each client transport at each concurrency (that many client threads,
+each sending single-clip requests).  A configuration is INSTANCESxTHREADS[pSIZES] (``--servers
+1x2,2x1,1x2p1+2``: one model instance with 2 ONNX Runtime threads, the latency set-up; two
+instances with one thread each, Triton's usual throughput knob on a CPU; ``p1+2``: the dynamic
+batcher's preferred batch sizes 1 and 2, for CPUs where large batches are slower per clip).  A
+transport is ``http`` (the clip in the request body) or ``shm`` (the clip in a system shared
+memory region, HTTP carrying only its name: ``Connection(shared_memory=True)``).  Every cell also
+records the CPU seconds spent by the client process, tritonserver and its Python-backend stubs
+(from /proc), to show where the machine's cores go.  The c=1 overhead is judged on the first
+configuration and transport, the throughput at the largest concurrency on the best one (named in
+the target).  Prints a
 table, writes JSON (default benchmarks/results/serve_cpu_<model>.json) and says whether the targets
 are met: overhead at concurrency 1 <= 10% of the in-process latency; throughput at concurrency 8 >=
 in-process batch-1 throughput; the r1 = R / r1 = 0 throughput ratio through Triton within 0.03 of
@@ -53,7 +59,8 @@ def parse_args(argv=None):
     parser.add_argument("--requests", type=int, default=3, help="requests per client thread per round (concurrency 1: x2)")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 2, help="ONNX Runtime threads in-process")
     parser.add_argument("--servers", default=f"1x{os.cpu_count() or 2},{os.cpu_count() or 2}x1",
-                        help="Triton configurations INSTANCESxTHREADS, comma-separated; the first is the c=1 overhead's")
+                        help="Triton configurations INSTANCESxTHREADS[pSIZES] (SIZES: preferred batch sizes joined by +), comma-separated; the first is the c=1 overhead's")
+    parser.add_argument("--transport", default="http", help="client transports, comma-separated: http (request body), shm (system shared memory)")
     parser.add_argument("--max-batch", type=int, default=8)
     parser.add_argument("--workdir", default=str(ROOT / "out" / "serve_cpu"))
     parser.add_argument("--out", default=None)
@@ -74,14 +81,19 @@ def export_models(model_name: str, r1_values, workdir: Path) -> dict:
     return paths
 
 
-def build_repository(paths: dict, workdir: Path, server: tuple[int, int], max_batch: int) -> Path:
-    instances, threads = server
-    repository = workdir / f"repository_{instances}x{threads}"
+def server_config(label: str) -> dict:
+    """'1x2' -> one instance, 2 threads; '1x2p1+2' -> also preferred batch sizes 1 and 2."""
+    shape, _, preferred = label.partition("p")
+    instances, threads = (int(v) for v in shape.split("x"))
+    return {"instances": instances, "threads": threads, "preferred_batch": [int(v) for v in preferred.split("+")] if preferred else None}
+
+
+def build_repository(paths: dict, workdir: Path, label: str, max_batch: int) -> Path:
+    repository = workdir / f"repository_{label.replace('+', '_')}"
     shutil.rmtree(repository, ignore_errors=True)
     repository.mkdir(parents=True)
     for path in paths.values():
-        part = write_repository(path, workdir / f"part_{path.stem}", platform="python", instances=instances, threads=threads,
-                                max_batch=max_batch, force=True).root
+        part = write_repository(path, workdir / f"part_{path.stem}", platform="python", max_batch=max_batch, force=True, **server_config(label)).root
         shutil.move(str(part / path.stem), repository / path.stem)
         shutil.rmtree(part)
     return repository
@@ -97,9 +109,36 @@ def in_process(session, clip, runs: int) -> list[float]:
     return latencies
 
 
-def through_triton(url: str, model: str, clip, concurrency: int, requests: int) -> tuple[list[float], float]:
+def cpu_seconds(pid: int) -> float:
+    """user + system CPU seconds of one process so far (0 when it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15 of stat)
+
+
+def children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                    found.append(int(entry.name))
+            except (OSError, IndexError, ValueError):
+                continue
+    return found
+
+
+def cpu_snapshot(server) -> dict:
+    """CPU seconds so far: this (client) process, tritonserver, its Python-backend stubs."""
+    pid = server.process.pid
+    return {"client": time.process_time(), "tritonserver": cpu_seconds(pid), "stubs": sum(cpu_seconds(child) for child in children(pid))}
+
+
+def through_triton(url: str, model: str, clip, concurrency: int, requests: int, shared_memory: bool = False) -> tuple[list[float], float]:
     """(per-request latencies, wall seconds) of ``concurrency`` threads x ``requests`` requests."""
-    connections = [Connection(url, timeout=600) for _ in range(concurrency)]
+    connections = [Connection(url, timeout=600, shared_memory=shared_memory) for _ in range(concurrency)]
     barrier = threading.Barrier(concurrency + 1)
     latencies, failures = [], []
 
@@ -130,39 +169,49 @@ def through_triton(url: str, model: str, clip, concurrency: int, requests: int) 
 
 
 def measure(args, servers: dict, sessions: dict, clip, r1_values, concurrency) -> dict:
-    """{(r1, mode): {"latencies": [...], "clips": n, "seconds": wall}} over interleaved rounds."""
+    """{(r1, mode): {"latencies": [...], "clips": n, "seconds": wall, "cpu": {process: seconds}}} over interleaved rounds."""
     results: dict = {}
 
-    def add(key, latencies, wall):
-        entry = results.setdefault(key, {"latencies": [], "clips": 0, "seconds": 0.0})
+    def add(key, latencies, wall, cpu=None):
+        entry = results.setdefault(key, {"latencies": [], "clips": 0, "seconds": 0.0, "cpu": {}})
         entry["latencies"] += latencies
         entry["clips"] += len(latencies)
         entry["seconds"] += wall
+        for process, seconds in (cpu or {}).items():
+            entry["cpu"][process] = entry["cpu"].get(process, 0.0) + seconds
 
     for round_index in range(args.rounds):
         for r1 in r1_values:
+            cpu_before = time.process_time()
             latencies = in_process(sessions[r1], clip, args.runs)
-            add((r1, "in-process"), latencies, sum(latencies))
+            add((r1, "in-process"), latencies, sum(latencies), {"in-process": time.process_time() - cpu_before})
             for label, server in servers.items():
-                for level in concurrency:
-                    requests = args.requests * (2 if level == 1 else 1)
-                    latencies, wall = through_triton(server.http_url, f"{args.model}_r{r1}", clip, level, requests)
-                    add((r1, f"triton {label} c={level}"), latencies, wall)
+                for transport in args.transports:
+                    for level in concurrency:
+                        requests = args.requests * (2 if level == 1 else 1)
+                        before = cpu_snapshot(server)
+                        latencies, wall = through_triton(server.http_url, f"{args.model}_r{r1}", clip, level, requests, shared_memory=transport == "shm")
+                        after = cpu_snapshot(server)
+                        add((r1, mode_name(label, transport, level)), latencies, wall, {k: after[k] - before[k] for k in after})
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     return results
+
+
+def mode_name(label: str, transport: str, level: int) -> str:
+    return f"triton {label} {transport} c={level}"
 
 
 def percentile(values, q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
 
-def summarise(results: dict, r1_values, labels, concurrency) -> list[dict]:
+def summarise(results: dict, r1_values, modes) -> list[dict]:
     rows = []
     for r1 in r1_values:
         base = results[(r1, "in-process")]
         base_p50 = percentile(base["latencies"], 50)
         base_rate = base["clips"] / base["seconds"]
-        for mode in ["in-process"] + [f"triton {label} c={c}" for label in labels for c in concurrency]:
+        for mode in ["in-process"] + modes:
             entry = results[(r1, mode)]
             p50 = percentile(entry["latencies"], 50)
             rate = entry["clips"] / entry["seconds"]
@@ -170,28 +219,31 @@ def summarise(results: dict, r1_values, labels, concurrency) -> list[dict]:
                 "r1": r1, "mode": mode, "requests": entry["clips"], "clips_per_s": round(rate, 3),
                 "p50_ms": round(p50, 1), "p99_ms": round(percentile(entry["latencies"], 99), 1),
                 "latency_vs_in_process": round(p50 / base_p50, 3), "throughput_vs_in_process": round(rate / base_rate, 3),
+                "cpu_s_per_clip": {process: round(seconds / entry["clips"], 3) for process, seconds in entry["cpu"].items()},
             })
     return rows
 
 
-def targets(rows: list[dict], r1_values, labels, concurrency) -> list[dict]:
+def targets(rows: list[dict], r1_values, setups, concurrency) -> list[dict]:
+    """``setups``: the (server label, transport) pairs, the first judged for the c=1 overhead."""
     def row(r1, mode):
         return next(r for r in rows if r["r1"] == r1 and r["mode"] == mode)
 
     checks = []
     top = max(concurrency)
+    first = f"{setups[0][0]} {setups[0][1]}"
     for r1 in r1_values:
-        overhead = row(r1, f"triton {labels[0]} c=1")["latency_vs_in_process"] - 1.0
-        checks.append({"target": f"r1={r1}: overhead at concurrency 1 ({labels[0]}) <= 10%", "value": round(overhead, 3), "met": overhead <= 0.10})
-        best = max(labels, key=lambda label: row(r1, f"triton {label} c={top}")["throughput_vs_in_process"])
-        ratio = row(r1, f"triton {best} c={top}")["throughput_vs_in_process"]
-        checks.append({"target": f"r1={r1}: throughput at concurrency {top} ({best}) >= in-process batch 1", "value": ratio, "met": ratio >= 1.0})
+        overhead = row(r1, mode_name(*setups[0], 1))["latency_vs_in_process"] - 1.0
+        checks.append({"target": f"r1={r1}: overhead at concurrency 1 ({first}) <= 10%", "value": round(overhead, 3), "met": overhead <= 0.10})
+        best = max(setups, key=lambda setup: row(r1, mode_name(*setup, top))["throughput_vs_in_process"])
+        ratio = row(r1, mode_name(*best, top))["throughput_vs_in_process"]
+        checks.append({"target": f"r1={r1}: throughput at concurrency {top} ({' '.join(best)}) >= in-process batch 1", "value": ratio, "met": ratio >= 1.0})
     base = r1_values[0]
     for r1 in r1_values[1:]:
         local = row(r1, "in-process")["clips_per_s"] / row(base, "in-process")["clips_per_s"]
-        for label in labels:
+        for setup in setups:
             for level in concurrency:
-                mode = f"triton {label} c={level}"
+                mode = mode_name(*setup, level)
                 served = row(r1, mode)["clips_per_s"] / row(base, mode)["clips_per_s"]
                 checks.append({
                     "target": f"r1={r1}/r1={base} throughput ratio, {mode} vs in-process ({local:.3f}): within 0.03",
@@ -201,23 +253,20 @@ def targets(rows: list[dict], r1_values, labels, concurrency) -> list[dict]:
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| r1 | mode | requests | clips/s | p50 ms | p99 ms | p50 vs in-process | clips/s vs in-process |", "|---|---|---|---|---|---|---|---|"]
+    lines = ["| r1 | mode | requests | clips/s | p50 ms | p99 ms | p50 vs in-process | clips/s vs in-process | CPU s/clip |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
+        cpu = r["cpu_s_per_clip"]
+        cpu_text = ", ".join(f"{process} {seconds:.2f}" for process, seconds in cpu.items())
         lines.append(f"| {r['r1']} | {r['mode']} | {r['requests']} | {r['clips_per_s']:.2f} | {r['p50_ms']:.0f} | {r['p99_ms']:.0f} | "
-                     f"{r['latency_vs_in_process']:.3f} | {r['throughput_vs_in_process']:.3f} |")
+                     f"{r['latency_vs_in_process']:.3f} | {r['throughput_vs_in_process']:.3f} | {cpu_text} |")
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    r1_values = [int(v) for v in args.r1.split(",")]
-    concurrency = [int(v) for v in args.concurrency.split(",")]
+def run_cells(args, paths: dict, r1_values, concurrency, labels) -> dict:
+    """Build the repositories, start one server per configuration, warm every path up, measure."""
     workdir = Path(args.workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    started = time.time()
-    paths = export_models(args.model, r1_values, workdir)
-    configs = {label: tuple(int(v) for v in label.split("x")) for label in args.servers.split(",")}
-    repositories = {label: build_repository(paths, workdir, config, args.max_batch) for label, config in configs.items()}
+    repositories = {label: build_repository(paths, workdir, label, args.max_batch) for label in labels}
     sessions = {r1: onnx_session(path, providers=["CPUExecutionProvider"], threads=args.threads) for r1, path in paths.items()}
     shape = [int(d) for d in json.loads(paths[r1_values[0]].with_name(paths[r1_values[0]].stem + ".manifest.json").read_text())["inputs"][0]["shape"][1:]]
     clip = np.random.default_rng(0).standard_normal((1, *shape)).astype(np.float32)
@@ -227,19 +276,36 @@ def main(argv=None) -> int:
         for r1 in r1_values:  # warm-up: every path once (every instance of a multi-instance server)
             in_process(sessions[r1], clip, 1)
             for label, server in servers.items():
-                through_triton(server.http_url, f"{args.model}_r{r1}", clip, configs[label][0], 1)
-        results = measure(args, servers, sessions, clip, r1_values, concurrency)
-    labels = list(configs)
-    rows = summarise(results, r1_values, labels, concurrency)
-    checks = targets(rows, r1_values, labels, concurrency)
+                for transport in args.transports:
+                    through_triton(server.http_url, f"{args.model}_r{r1}", clip, server_config(label)["instances"], 1, shared_memory=transport == "shm")
+        return measure(args, servers, sessions, clip, r1_values, concurrency)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    r1_values = [int(v) for v in args.r1.split(",")]
+    concurrency = [int(v) for v in args.concurrency.split(",")]
+    labels = args.servers.split(",")
+    args.transports = args.transport.split(",")
+    if set(args.transports) - {"http", "shm"}:
+        raise SystemExit(f"--transport: http and/or shm, got {args.transport!r}")
+    Path(args.workdir).mkdir(parents=True, exist_ok=True)
+    started, load = time.time(), os.getloadavg()
+    paths = export_models(args.model, r1_values, Path(args.workdir))
+    results = run_cells(args, paths, r1_values, concurrency, labels)
+    setups = [(label, transport) for label in labels for transport in args.transports]
+    rows = summarise(results, r1_values, [mode_name(*setup, level) for setup in setups for level in concurrency])
+    checks = targets(rows, r1_values, setups, concurrency)
     print(table(rows))
     for check in checks:
         print(f"{'met   ' if check['met'] else 'MISSED'} {check['target']}: {check['value']}")
     payload = {
         "benchmark": "serve_cpu", "model": args.model, "r1": r1_values, "concurrency": concurrency, "rounds": args.rounds,
         "in_process_runs_per_round": args.runs, "requests_per_thread_per_round": args.requests, "ort_threads": args.threads, "servers": args.servers,
-        "max_batch": args.max_batch, "transport": "HTTP, one clip per request, float32 (1, 3, T, H, W)",
-        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version()},
+        "max_batch": args.max_batch, "transports": args.transports,
+        "transport": "one clip per request, float32 (1, 3, T, H, W); http: in the HTTP body; shm: in a system shared memory region named in the HTTP request",
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_at_start": [round(v, 2) for v in load]},
         "versions": versions(), "seconds": round(time.time() - started, 1), "rows": rows, "targets": checks,
         "latency_summary_ms": {f"{r['r1']} {r['mode']}": r["p50_ms"] for r in rows},
     }

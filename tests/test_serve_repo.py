@@ -260,3 +260,17 @@ def test_without_the_serve_extra_commands_say_what_to_install(cli, monkeypatch, 
                   "tritonserver ships only the Python backend); their config.pbtxt is schema-checked above")
 def test_gpu_and_onnxruntime_models_load_in_nvidia_container():
     """Run by hand: ./run_triton.sh in a generated repository on a GPU machine with Docker (docs/serving.md)."""
+
+
+def test_preferred_batch_sizes_and_queue_delay_in_the_dynamic_batcher(cli, tiny_exports, tmp_path):
+    code, _, err = cli("triton-repo", tiny_exports.get("tiny"), "-o", tmp_path / "repo", "--platform", "python", "--max-batch", "4",
+                       "--preferred-batch", "2,1", "--queue-delay-us", "500")
+    assert code == 0, err
+    batching = _configs(tmp_path / "repo")["tiny"]["dynamicBatching"]  # parsed by Triton's schema: the fields exist there
+    assert batching == {"preferredBatchSize": [1, 2], "maxQueueDelayMicroseconds": "500"}
+    code, _, _ = cli("triton-repo", tiny_exports.get("tiny"), "-o", tmp_path / "default")
+    assert code == 0 and _configs(tmp_path / "default")["tiny"]["dynamicBatching"] == {"maxQueueDelayMicroseconds": "2000"}
+    code, _, err = cli("triton-repo", tiny_exports.get("tiny"), "-o", tmp_path / "big", "--max-batch", "4", "--preferred-batch", "8")
+    assert code == 1 and "--preferred-batch 8: every size must be 1..4" in err and "\n" not in err.strip() and not (tmp_path / "big").exists()
+    code, out, _ = cli("triton-repo", tiny_exports.get("tiny_b2"), "-o", tmp_path / "static", "--preferred-batch", "2")
+    assert code == 0 and "--preferred-batch/--queue-delay-us ignored" in out and "dynamicBatching" not in _configs(tmp_path / "static")["tiny_b2"]

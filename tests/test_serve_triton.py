@@ -208,3 +208,90 @@ def test_bad_request_gets_an_error_naming_it_and_the_server_goes_on(served, mode
     assert np.allclose(connection.infer("tiny", {"video": clips}, ["logits"])["logits"], _direct(served["exports"]["tiny"], clips)["logits"], atol=1e-5)
     answer = connection.infer("tiny_video", {"video_bytes": np.array([served["clip"].read_bytes()], dtype=object)}, ["top_classes", "num_views"])
     assert answer["num_views"][0] == 3
+
+
+def _registered_regions(served) -> set[str]:
+    """Names of the system shared memory regions the server holds (asked over a fresh HTTP client)."""
+    with _client(served) as connection:
+        return {entry["name"] for entry in connection.client.get_system_shared_memory_status()}
+
+
+def _shm_files(prefix: str) -> list[str]:
+    import os
+
+    return sorted(name for name in os.listdir("/dev/shm") if name.startswith(prefix))
+
+
+@pytest.mark.parametrize("scheme", ["http", "grpc"])
+def test_shared_memory_inputs_equal_the_request_body_path_and_are_released(served, scheme):
+    """Inputs through /dev/shm regions: the same answers as the request body and direct ONNX Runtime; the
+    region grows for a bigger request and is reused for a smaller one; close() leaves nothing registered
+    on the server and no file in /dev/shm."""
+    outputs = ["logits", "kept_stage0", "kept_stage1", "kept_stage2"]
+    clips = _clips(5, seed=5)
+    direct = _direct(served["exports"]["tiny"], clips)
+    body = _client(served, scheme).infer("tiny", {"video": clips[:3]}, outputs)
+    from sta_deploy.serve.client import Connection
+
+    connection = Connection(_client(served, scheme).url, timeout=CLIENT_TIMEOUT, shared_memory=True)
+    prefix = connection.regions.prefix
+    try:
+        for rows in (slice(0, 3), slice(0, 5), slice(3, 4)):  # 3 clips, grown to 5, a smaller one reusing it
+            answer = connection.infer("tiny", {"video": clips[rows]}, outputs)
+            _assert_same(answer, direct, rows)
+            (name,) = connection.regions.names
+            assert name in _registered_regions(served) and _shm_files(prefix) == [name]
+        assert connection.regions.regions["video"].byte_size == clips[:5].nbytes
+        for key in outputs:
+            assert np.array_equal(answer[key], _client(served, scheme).infer("tiny", {"video": clips[3:4]}, outputs)[key]), key
+        assert np.array_equal(_client(served, scheme).infer("tiny", {"video": clips[:3]}, outputs)["logits"], body["logits"])
+    finally:
+        connection.close()
+    assert not [name for name in _registered_regions(served) if name.startswith(prefix)]
+    assert _shm_files(prefix) == []
+
+
+def test_shared_memory_is_released_after_a_failed_request(served):
+    from sta_deploy.serve.client import Connection, RemoteError
+
+    with Connection(served["server"].http_url, timeout=CLIENT_TIMEOUT, shared_memory=True) as connection:
+        prefix = connection.regions.prefix
+        with pytest.raises(RemoteError, match="unexpected shape for input 'video'"):
+            connection.infer("tiny", {"video": np.zeros((1, 3, 16, 32, 32), np.float32)}, ["logits"])
+        clips = _clips(1, seed=6)  # the connection still serves
+        assert np.allclose(connection.infer("tiny", {"video": clips}, ["logits"])["logits"], _direct(served["exports"]["tiny"], clips)["logits"], atol=1e-5)
+    assert not [name for name in _registered_regions(served) if name.startswith(prefix)] and _shm_files(prefix) == []
+
+
+def test_shared_memory_the_server_cannot_open_is_a_one_line_error_naming_the_fix(served, monkeypatch):
+    """A server on another host cannot open the client's /dev/shm key; here the key is made one that does
+    not exist, so the real server refuses the registration the same way."""
+    from sta_deploy.serve.client import Connection, RemoteError
+
+    connection = Connection(served["server"].http_url, timeout=CLIENT_TIMEOUT, shared_memory=True)
+    register = connection.client.register_system_shared_memory
+    monkeypatch.setattr(connection.client, "register_system_shared_memory", lambda name, key, size, **kw: register(name, key + "_elsewhere", size, **kw))
+    prefix = connection.regions.prefix
+    try:
+        with pytest.raises(RemoteError) as error:
+            connection.infer("tiny", {"video": _clips(1)}, ["logits"])
+    finally:
+        connection.close()
+    message = str(error.value)
+    assert "registering shared memory" in message and "runs on this host" in message and "drop --shared-memory" in message and "\n" not in message
+    assert _shm_files(prefix) == [] and not [name for name in _registered_regions(served) if name.startswith(prefix)]
+
+
+def test_predict_with_shared_memory_prints_what_the_request_body_path_prints(served, cli):
+    import os
+
+    clip, url = served["clip"], served["server"].http_url
+    before = set(os.listdir("/dev/shm"))
+    args = (clip, "--url", url, "--model-name", "tiny", "--views", "1x3", "--top", "4")
+    shared, body = _predict_json(cli, *args, "--shared-memory"), _predict_json(cli, *args)
+    (mine,), (theirs,) = shared["results"], body["results"]
+    assert [t["class"] for t in mine["top"]] == [t["class"] for t in theirs["top"]]
+    assert np.allclose([t["score"] for t in mine["top"]], [t["score"] for t in theirs["top"]], atol=1e-6)
+    assert not [name for name in set(os.listdir("/dev/shm")) - before if name.startswith("sta_deploy_")]
+    code, _, err = cli("predict", clip, "--onnx", served["exports"]["tiny"], "--shared-memory")
+    assert code != 0 and "--shared-memory needs --url" in err

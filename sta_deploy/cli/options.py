@@ -12,7 +12,7 @@ import click
 OVERRIDE_NAMES = ("embed_dim", "depth", "depths", "num_heads", "num_classes", "num_frames", "img_size", "window_size")
 
 
-def _int_list(ctx, param, value):
+def int_list(ctx, param, value):
     """'16,7,7' -> (16, 7, 7); a single number stays an int (ViT's --num-heads 12)."""
     if value is None:
         return None
@@ -37,9 +37,9 @@ def arch_options(func):
         [
             click.option("--embed-dim", type=int, default=None, help="Override the preset's embedding width."),
             click.option("--depth", type=int, default=None, help="Override the preset's number of blocks."),
-            click.option("--depths", default=None, callback=_int_list, help="Swin: blocks per stage, e.g. 2,2,6,2."),
-            click.option("--num-heads", default=None, callback=_int_list, help="Override the head count (Swin: one per stage, e.g. 3,6,12,24)."),
-            click.option("--window-size", default=None, callback=_int_list, help="Swin: window T,H,W, e.g. 16,7,7 for the SSv2 Swin-B."),
+            click.option("--depths", default=None, callback=int_list, help="Swin: blocks per stage, e.g. 2,2,6,2."),
+            click.option("--num-heads", default=None, callback=int_list, help="Override the head count (Swin: one per stage, e.g. 3,6,12,24)."),
+            click.option("--window-size", default=None, callback=int_list, help="Swin: window T,H,W, e.g. 16,7,7 for the SSv2 Swin-B."),
             click.option("--num-classes", type=int, default=None, help="Override the number of classes (default 400, or the checkpoint's)."),
             click.option("--num-frames", type=int, default=None, help="Override the clip length in frames (default 16)."),
             click.option("--img-size", type=int, default=None, help="Override the frame size in pixels (default 224)."),
@@ -82,6 +82,15 @@ def model_options(func):
 
 def json_option(func):
     return click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")(func)
+
+
+def server_options(func):
+    """A Triton server instead of a local model: ``url``, ``served_model``, ``shared_memory``."""
+    return apply_options(func, [
+        click.option("--url", default=None, help="Send the clips to a Triton server (http://HOST:PORT or grpc://HOST:PORT; the serve extra) instead of running a model here."),
+        click.option("--model-name", "served_model", default=None, help="With --url: the served model [default: the server's video ensemble, else its only model]."),
+        click.option("--shared-memory", is_flag=True, help="With --url: pass input tensors through system shared memory (/dev/shm) instead of the request body; the server must run on this host."),
+    ])
 
 
 RANDOM_WEIGHTS_WARNING = (

@@ -7,7 +7,7 @@ import json
 import click
 
 from .video_options import onnx_option, sampling_options, single_backend, warn_random
-from .options import backend_precision, check_plugin_libs_option, json_option, model_options, video_backend_options
+from .options import backend_precision, check_plugin_libs_option, json_option, model_options, server_options, video_backend_options
 
 
 @click.command()
@@ -21,11 +21,10 @@ from .options import backend_precision, check_plugin_libs_option, json_option, m
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch / ONNX Runtime [default: their own choice].")
 @video_backend_options
 @click.option("--save-views", "views_folder", type=click.Path(file_okay=False), default=None, help="Also save each clip's model input as DIR/<clip>.views.npy (views, 3, T, H, W) float32, e.g. for examples/classify.")
-@click.option("--url", default=None, help="Send the clips to a Triton server (http://HOST:PORT or grpc://HOST:PORT; the serve extra) instead of running a model here.")
-@click.option("--model-name", "served_model", default=None, help="With --url: the served model [default: the server's video ensemble, else its only model].")
+@server_options
 @json_option
 @click.pass_context
-def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, backend, precision, plugin_libs, views_folder, url, served_model, as_json):
+def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels, top, dataset, views, stride, min_frames, seed, threads, backend, precision, plugin_libs, views_folder, url, served_model, shared_memory, as_json):
     """Classify CLIPS (video files or frame folders): top-k classes with scores, averaged over the views.
 
     Frames are sampled as the backbone was evaluated (see --dataset); the scores are the average
@@ -38,18 +37,21 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
       sta-deploy predict clips/*.mp4 --onnx vit_b_r48.onnx --labels k400_labels.txt --views 1x1 --json
       sta-deploy predict clip.mp4 --onnx vit_b_r48.onnx --backend openvino --precision bf16
       sta-deploy predict clip.mp4 --url http://127.0.0.1:8000
+      sta-deploy predict clip.mp4 --url http://127.0.0.1:8000 --model-name vit_b_r48 --shared-memory
     """
     from ..video.labels import resolve_labels
     from ..video.predict import predict_files, protocol_for_backend
 
     run_files = predict_files
     runtime, precision = backend, backend_precision(backend, precision)
+    if shared_memory and url is None:
+        raise click.UsageError("--shared-memory needs --url (it is how the clips reach a Triton server on this host)")
     if url is not None:  # the model runs on a Triton server (sta_deploy.serve.remote)
         from ..serve.remote import remote_predict_setup
 
         if onnx_path is not None:
             raise click.UsageError("--url and --onnx exclude each other: the model runs on the server")
-        remote = remote_predict_setup(url, served_model, labels=labels, dataset=dataset, views=views, stride=stride, min_frames=min_frames)
+        remote = remote_predict_setup(url, served_model, labels=labels, dataset=dataset, views=views, stride=stride, min_frames=min_frames, shared_memory=shared_memory)
         backend, protocol, run_files, names, label_source = remote.backend, remote.protocol, remote.run_files, remote.names, remote.label_source
         warn_random(backend)
     else:
@@ -71,7 +73,11 @@ def predict(ctx, clips, model_name, r1, checkpoint, overrides, onnx_path, labels
 
     if not as_json:
         click.echo(f"{backend.describe()}; {protocol.describe()}; labels: {label_source}")
-    run = run_files(backend, clips, protocol, top=top, on_result=show, views_folder=views_folder)
+    try:
+        run = run_files(backend, clips, protocol, top=top, on_result=show, views_folder=views_folder)
+    finally:  # a served model's connection releases its shared-memory regions
+        if url is not None:
+            backend.close()
     if as_json:
         payload = {
             "model": backend.model_name, "r1": backend.r1, "backend": backend.kind, "source": backend.source,

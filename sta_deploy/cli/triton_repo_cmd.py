@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from .options import int_list
 from .video_options import sampling_options
 
 
@@ -17,6 +18,10 @@ from .video_options import sampling_options
               help="Triton backend [default: tensorrt for .plan, python for plugin-mode ONNX, onnxruntime otherwise]. "
               "python (ONNX Runtime in Triton's Python backend) is what 'sta-deploy serve' loads locally.")
 @click.option("--max-batch", type=click.IntRange(1, 1024), default=None, help="max_batch_size of a --dynamic-batch export [default: 8]; at most the engine's profile.")
+@click.option("--preferred-batch", default=None, callback=int_list,
+              help="Batch sizes the dynamic batcher prefers, e.g. 1,2 (each <= --max-batch) [default: none: as large as the queue allows]. "
+              "On a CPU with few cores small batches can be faster per clip.")
+@click.option("--queue-delay-us", type=click.IntRange(0, 10_000_000), default=None, help="How long the dynamic batcher waits for more requests, in microseconds [default: 2000].")
 @click.option("--instances", type=click.IntRange(1, 64), default=1, show_default=True, help="Model instances (instance_group count).")
 @click.option("--plugin-lib", type=click.Path(dir_okay=False, exists=True), default=None,
               help="TensorRT plugin library for plugin-mode engines (run_triton.sh loads it); for plugin-mode ONNX on CPU, the CPU reference to copy [default: built].")
@@ -27,7 +32,7 @@ from .video_options import sampling_options
 @click.option("--openvino", is_flag=True, help="onnxruntime_onnx on CPU: use ONNX Runtime's OpenVINO accelerator.")
 @click.option("--threads", type=click.IntRange(1, 256), default=None, help="Python-backend models: ONNX Runtime threads per instance [default: ONNX Runtime's].")
 @click.option("--force", is_flag=True, help="Replace an existing repository.")
-def triton_repo(export, output, name, onnx_path, kind, platform, max_batch, instances, plugin_lib, with_preprocess, labels, top, dataset, views, stride, min_frames, openvino, threads, force):
+def triton_repo(export, output, name, onnx_path, kind, platform, max_batch, preferred_batch, queue_delay_us, instances, plugin_lib, with_preprocess, labels, top, dataset, views, stride, min_frames, openvino, threads, force):
     """Write a Triton model repository for EXPORT (an .onnx with its manifest, or a TensorRT .plan).
 
     Every config.pbtxt is checked against Triton's model-config schema (the protobuf tritonclient
@@ -45,6 +50,7 @@ def triton_repo(export, output, name, onnx_path, kind, platform, max_batch, inst
     report = write_repository(
         export, output, name=name, onnx=onnx_path, kind=kind, platform=platform, max_batch=max_batch, instances=instances,
         plugin_lib=plugin_lib, with_preprocess=with_preprocess, preprocess=options, openvino=openvino, threads=threads, force=force,
+        preferred_batch=preferred_batch, queue_delay_us=queue_delay_us,
     )
     checked = "checked against Triton's schema" if report.schema_checked else "NOT schema-checked (pip install 'sta-deploy[serve]')"
     click.echo(f"wrote {report.root}: {', '.join(report.models)} (config.pbtxt {checked})")

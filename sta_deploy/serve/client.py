@@ -40,9 +40,13 @@ def _one_line(error) -> str:
 
 
 class Connection:
-    """One tritonclient client (HTTP or gRPC from the URL's scheme), with timeouts on every call."""
+    """One tritonclient client (HTTP or gRPC from the URL's scheme), with timeouts on every call.
 
-    def __init__(self, url: str, timeout: float = 60.0):
+    ``shared_memory=True`` sends numeric inputs through system shared memory regions
+    (:mod:`sta_deploy.serve.shm`) instead of the request body: for a server on this host only.  The
+    regions are unregistered and destroyed by :meth:`close` (also a context manager)."""
+
+    def __init__(self, url: str, timeout: float = 60.0, shared_memory: bool = False):
         parsed = urlparse(url if "://" in url else f"http://{url}")
         if parsed.scheme not in ("http", "grpc") or not parsed.hostname or not parsed.port:
             raise ValueError(f"--url must look like http://HOST:PORT or grpc://HOST:PORT, got {url!r}")
@@ -60,6 +64,17 @@ class Connection:
         except ImportError:
             raise ImportError(f"--url needs tritonclient: {SERVE_EXTRA}") from None
         self.module = module
+        self.regions = None
+        if shared_memory:
+            from .shm import InputRegions
+
+            self.regions = InputRegions(self.client, self._call, {} if self.scheme == "http" else {"client_timeout": timeout})
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
 
     def _call(self, what: str, function, *args, **kwargs):
         try:
@@ -92,7 +107,11 @@ class Connection:
             value = np.asarray(value)
             wire = "BYTES" if value.dtype == object else self.module.np_to_triton_dtype(value.dtype)
             tensor = self.module.InferInput(name, list(value.shape), wire)
-            tensor.set_data_from_numpy(value)
+            if self.regions is not None and value.dtype != object:
+                region = self.regions.region_for(name, value)
+                tensor.set_shared_memory(region.name, value.nbytes)
+            else:
+                tensor.set_data_from_numpy(value)
             tensors.append(tensor)
         requested = [self.module.InferRequestedOutput(name) for name in outputs]
         extra = {} if self.scheme == "http" else {"client_timeout": self.timeout}
@@ -109,7 +128,12 @@ class Connection:
         return answer
 
     def close(self) -> None:
-        self.client.close()
+        """Release the shared-memory regions (each attempted, even with the server gone), then the client."""
+        try:
+            if self.regions is not None:
+                self.regions.release()
+        finally:
+            self.client.close()
 
 
 def parameters(config: dict) -> dict:
@@ -174,6 +198,9 @@ class TritonBackend(Backend):
         outputs = self.outputs(clips)
         return outputs["logits"], (kept_outputs(outputs) if with_kept else None)
 
+    def close(self) -> None:
+        self.connection.close()
+
 
 class TritonVideoBackend(Backend):
     """A served ``--with-preprocess`` ensemble: encoded files in, averaged probabilities out."""
@@ -208,6 +235,9 @@ class TritonVideoBackend(Backend):
         self.seconds += seconds
         classes, scores = top_k(answer["probabilities"].astype(np.float64), top)
         return Prediction(str(path), classes, scores, int(answer["num_views"][0]), int(answer["frames"][0]), seconds)
+
+    def close(self) -> None:
+        self.connection.close()
 
 
 def video_reason(message: str) -> str | None:

@@ -58,6 +58,23 @@ def batching(source: ExportSource, max_batch: int | None) -> tuple[int, list[str
     return 0, [reason]
 
 
+def dynamic_batching(max_batch_size: int, preferred=None, queue_delay_us=None) -> dict:
+    """The ``dynamic_batching`` block: ``preferred`` batch sizes (each 1..max_batch_size) are the sizes the
+    batcher forms when it can (on a CPU with few cores, small batches can be faster per clip than
+    large ones); ``queue_delay_us`` how long it waits for more requests."""
+    block = {}
+    if preferred:
+        sizes = sorted(set(int(size) for size in preferred))
+        if sizes[0] < 1 or sizes[-1] > max_batch_size:
+            raise ValueError(f"--preferred-batch {','.join(map(str, sizes))}: every size must be 1..{max_batch_size} (the max_batch_size); lower them or raise --max-batch")
+        block["preferred_batch_size"] = sizes
+    delay = QUEUE_DELAY_US if queue_delay_us is None else int(queue_delay_us)
+    if delay < 0:
+        raise ValueError(f"--queue-delay-us must be >= 0, got {delay}")
+    block["max_queue_delay_microseconds"] = delay
+    return block
+
+
 def warmup(source: ExportSource, batched: bool) -> list[dict]:
     spec = source.input
     dims = [int(d) for d in (spec["shape"][1:] if batched else spec["shape"])]
@@ -65,13 +82,16 @@ def warmup(source: ExportSource, batched: bool) -> list[dict]:
     return [{"name": "random_clip", "batch_size": 1, "inputs": [{"key": spec["name"], "value": value}]}]
 
 
-def backbone_config(source: ExportSource, *, name, platform, kind, max_batch=None, instances=1, openvino=False, threads=None, labels_file=None) -> tuple[dict, list[str]]:
+def backbone_config(source: ExportSource, *, name, platform, kind, max_batch=None, instances=1, openvino=False, threads=None, labels_file=None,
+                    preferred_batch=None, queue_delay_us=None) -> tuple[dict, list[str]]:
     size, notes = batching(source, max_batch)
+    if size == 0 and (preferred_batch or queue_delay_us is not None):
+        notes.append("--preferred-batch/--queue-delay-us ignored: a static-batch export has no dynamic batcher")
     config = {"name": name, **PLATFORM_FIELDS[platform], "max_batch_size": size}
     config["input"] = tensor_entries([source.input], size > 0)
     config["output"] = tensor_entries(source.outputs, size > 0, label_filename=labels_file)
     if size > 0:
-        config["dynamic_batching"] = {"max_queue_delay_microseconds": QUEUE_DELAY_US}
+        config["dynamic_batching"] = dynamic_batching(size, preferred_batch, queue_delay_us)
     config["instance_group"] = [{"kind": Enum("KIND_GPU" if kind == "gpu" else "KIND_CPU"), "count": instances}]
     if openvino:
         if platform != "onnxruntime" or kind != "cpu":

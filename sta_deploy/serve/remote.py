@@ -49,11 +49,19 @@ def _server_labels(connection: Connection, backend: TritonVideoBackend):
     return (names, f"{backend.params.get('labels_source', 'server')} (from the server)") if names else None
 
 
-def remote_predict_setup(url, model=None, *, labels=None, dataset="k400", views=None, stride=None, min_frames=None, timeout=60.0) -> RemoteSetup:
+def remote_predict_setup(url, model=None, *, labels=None, dataset="k400", views=None, stride=None, min_frames=None, timeout=60.0, shared_memory=False) -> RemoteSetup:
+    connection = Connection(url, timeout=timeout, shared_memory=shared_memory)
+    try:
+        return _setup(connection, model, labels, dataset, views, stride, min_frames)
+    except BaseException:
+        connection.close()
+        raise
+
+
+def _setup(connection, model, labels, dataset, views, stride, min_frames) -> RemoteSetup:
     from ..video.labels import resolve_labels
     from ..video.predict import predict_files, protocol_for_backend
 
-    connection = Connection(url, timeout=timeout)
     name, config = choose_model(connection, model)
     if config.get("platform") == "ensemble":
         backend = TritonVideoBackend(connection, name, config)

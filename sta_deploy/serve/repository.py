@@ -147,6 +147,7 @@ def _schema_available() -> bool:
 def write_repository(
     export, output, *, name=None, onnx=None, kind="cpu", platform=None, max_batch=None, instances=1, plugin_lib=None,
     with_preprocess=False, preprocess: PreprocessOptions | None = None, openvino=False, threads=None, force=False,
+    preferred_batch=None, queue_delay_us=None,
 ) -> RepositoryReport:
     """Write a Triton model repository for ``export`` (an .onnx with its manifest, or a .plan) at ``output``."""
     output = Path(output)
@@ -166,7 +167,8 @@ def write_repository(
     try:
         report = RepositoryReport(root=output, name=name, platform=chosen, schema_checked=_schema_available())
         labels_file = _labels_file(preprocess, staging / name, source.num_classes)
-        config, notes = backbone_config(source, name=name, platform=chosen, kind=kind, max_batch=max_batch, instances=instances, openvino=openvino, threads=threads, labels_file=labels_file)
+        config, notes = backbone_config(source, name=name, platform=chosen, kind=kind, max_batch=max_batch, instances=instances, openvino=openvino, threads=threads, labels_file=labels_file,
+                                       preferred_batch=preferred_batch, queue_delay_us=queue_delay_us)
         report.notes += notes
         _model_files(source, staging / name, chosen, plugin_lib)
         _write_config(staging / name, config, report)
