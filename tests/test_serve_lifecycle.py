@@ -140,7 +140,10 @@ def test_serve_command_prints_urls_and_stops_cleanly(small_repo, tiny_exports, s
     what = [str(small_repo)] if target == "repository" else [str(tiny_exports.get("tiny")), "--with-preprocess", "--views", "1x1"]
     command = [sys.executable, "-c", "import sys; from sta_deploy.cli.app import main; sys.exit(main())", "serve", *what, "--http-port", str(http), "--grpc-port", str(grpc), "--metrics-port", str(metrics)]
     env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT)
+    # The Ctrl-C case starts serve with SIGINT ignored, as every background job inherits it (nohup, CI
+    # scripts): serve must still stop on SIGINT.
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if stop_signal == signal.SIGINT else None
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=ROOT, preexec_fn=ignore_sigint)
     try:
         lines, deadline = [], time.monotonic() + 180
         while time.monotonic() < deadline:

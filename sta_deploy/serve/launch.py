@@ -65,7 +65,9 @@ def serve_forever(target, *, host, http_port, grpc_port, metrics_port, echo, tim
         models = check_repository(repository)
         check_local_backends(repository, models)
         server = TritonServer(repository, host=host, http_port=http_port, grpc_port=grpc_port, metrics_port=metrics_port)
-        previous = signal.signal(signal.SIGTERM, _raise_stop)
+        # SIGINT too, explicitly: a process started in the background (nohup, a CI script, `cmd &`)
+        # inherits SIGINT ignored, and Python then never raises KeyboardInterrupt for it.
+        previous = {number: signal.signal(number, _raise_stop) for number in (signal.SIGTERM, signal.SIGINT)}
         try:
             echo(f"starting Triton on {repository} ({', '.join(models)}) ...")
             server.start(timeout=timeout)
@@ -82,5 +84,6 @@ def serve_forever(target, *, host, http_port, grpc_port, metrics_port, echo, tim
             echo("stopping Triton ...")
         finally:
             server.stop()
-            signal.signal(signal.SIGTERM, previous)
+            for number, handler in previous.items():
+                signal.signal(number, handler)
     echo("stopped")
