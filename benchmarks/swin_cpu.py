@@ -39,7 +39,6 @@ from sta_deploy.export.manifest import versions  # noqa: E402
 from sta_deploy.export.onnx_export import export_onnx  # noqa: E402
 from sta_deploy.models.flops import count_flops  # noqa: E402
 from sta_deploy.runtime.openvino import openvino_model, openvino_sta_share  # noqa: E402
-from sta_deploy.sta import STA_SCOPE  # noqa: E402
 from sta_deploy.validate import seeded_clips  # noqa: E402
 
 # Window attention works on full (filled) windows by design: its products of two activations, its
@@ -135,15 +134,13 @@ def measure(args, r1_values):
                     shares[r1][f"ov-{precision}"] = openvino_sta_share(profiled, node_scopes(paths[r1]), video, runs=3)["sta_fraction"]
         unpruned_nodes = node_times(paths[0], video, threads=args.threads, runs=3)
         profiles = {r1: op_type_times(paths[r1], video, threads=args.threads, runs=3) for r1 in (0, args.profile_r1) if r1 in paths}
-        unprofiled_ms = sum(mean for _, mean in unpruned_nodes.values()) / 1000.0
+        unprofiled_ms = sum(median_us for _, median_us in unpruned_nodes.values()) / 1000.0
         limits = {}
         for r1 in r1_values:
             if r1 > 0:
                 # STA's time from the same kind of profile as the unpruned one (optimisations off)
-                scopes = node_scopes(paths[r1])
-                pruned_nodes = node_times(paths[r1], video, threads=args.threads, runs=3)
-                sta_ms = sum(us for node, (_, us) in pruned_nodes.items() if STA_SCOPE in scopes.get(node, "")) / 1000.0
-                limit = design_limit_ms(paths[0], unpruned_nodes, models[r1], sta_ms)
+                sta_us = sta_time_share(paths[r1], video, threads=args.threads, runs=3, optimization="disable")["sta_us"]
+                limit = design_limit_ms(paths[0], unpruned_nodes, models[r1], sta_us / 1000.0)
                 limits[r1] = limit / unprofiled_ms  # a ratio: both sides measured with the profiler on
     return times, shares, profiles, limits
 

@@ -147,15 +147,17 @@ def _scope(node) -> str:
     return next((prop.value for prop in node.metadata_props if prop.key == "namespace"), "")
 
 
-def sta_time_share(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int | None = None) -> dict:
-    """Profile ``onnx_path`` on ONNX Runtime, as it runs it (all graph optimisations), and split node
-    time into STA nodes and the rest.
+def sta_time_share(onnx_path, video: np.ndarray, *, runs: int = 5, threads: int | None = None, optimization: str = "all") -> dict:
+    """Profile ``onnx_path`` on ONNX Runtime, by default as it runs it (all graph optimisations), and
+    split node time into STA nodes and the rest.
 
     STA's nodes are those in the exporter's module scope ``sta_stages.i`` (fused nodes: see
-    :func:`optimized_scopes`).  Returns microseconds per run and the STA fraction.
+    :func:`optimized_scopes`; with ``optimization="disable"`` every node keeps its exported name).
+    Returns microseconds per run and the STA fraction.
     """
-    times, graph = profile_nodes(onnx_path, video, runs=runs, threads=threads, optimization="all", keep_graph=True)
-    scopes = optimized_scopes(onnx_path, graph)
+    optimised = optimization != "disable"
+    times, graph = profile_nodes(onnx_path, video, runs=runs, threads=threads, optimization=optimization, keep_graph=optimised)
+    scopes = optimized_scopes(onnx_path, graph) if optimised else node_scopes(onnx_path)
     sta_us = other_us = 0.0
     for node, (_, median_us) in times.items():
         if STA_SCOPE in scopes.get(node, ""):
