@@ -34,7 +34,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ort_cpu import interleaved_timings  # noqa: E402  (the same interleaving as benchmarks/ort_cpu.py)
+from ort_cpu import interleaved_timings, paired_ratios  # noqa: E402  (the same interleaving as benchmarks/ort_cpu.py)
 
 import sta_deploy  # noqa: E402
 from sta_deploy.bench import node_scopes, sta_time_share  # noqa: E402
@@ -212,10 +212,8 @@ def measure(args) -> dict:
 
 
 def paired_ratio(unpruned_ms: list[float], pruned_ms: list[float]) -> dict:
-    """Median and quartiles of each round's pruned / unpruned.  The two runs of a round are seconds
-    apart, so a slow spell of the machine (longer than one run) cancels in them, where it shifts the
-    ratio of two medians."""
-    ratios = sorted(pruned / unpruned for unpruned, pruned in zip(unpruned_ms, pruned_ms))
+    """Median and quartiles of each round's pruned / unpruned (ort_cpu.paired_ratios)."""
+    ratios = paired_ratios(unpruned_ms, pruned_ms)
     return {"pruned_ratio_paired": statistics.median(ratios),
             "pruned_ratio_paired_quartiles": [ratios[len(ratios) // 4], ratios[(3 * len(ratios)) // 4]]}
 
@@ -229,7 +227,6 @@ def summary_rows(model_name, measured) -> list[dict]:
     for label in measured["labels"]:
         ms = {r1: median[f"{label} r1={r1}"] for r1 in R1_VALUES}
         verdict = measured["verdicts"][label]
-
         rows.append({
             "path": label,
             "ms": ms,

@@ -46,6 +46,13 @@ def interleaved_timings(runners: dict, *, warmup: int, runs: int) -> dict[str, l
     return times
 
 
+def paired_ratios(unpruned_ms: list[float], pruned_ms: list[float]) -> list[float]:
+    """Each round's pruned / unpruned time, sorted.  The two runs of a round are seconds apart, so a
+    slow spell of the machine (longer than one run) cancels in them, where it shifts the ratio of two
+    medians."""
+    return sorted(pruned / unpruned for unpruned, pruned in zip(unpruned_ms, pruned_ms))
+
+
 def ort_runner(path, video, **session_kwargs):
     session = onnx_session(path, providers=["CPUExecutionProvider"], **session_kwargs)
     feed = {session.get_inputs()[0].name: video}

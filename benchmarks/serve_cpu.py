@@ -202,8 +202,8 @@ def measure(args, servers: dict, sessions: dict, clip, r1_values, concurrency) -
                 for transport in args.transports:
                     for level in concurrency:
                         requests = args.requests * (2 if level == 1 else 1)
-                        for _ in range(args.segment_warmup):
-                            warm, _ = through_triton(server.http_url, f"{args.model}_r{r1}", clip, 1, 1, shared_memory=transport == "shm")
+                        if args.segment_warmup:
+                            warm, _ = through_triton(server.http_url, f"{args.model}_r{r1}", clip, 1, args.segment_warmup, shared_memory=transport == "shm")
                             warmups.setdefault(f"{r1} {mode_name(label, transport, level)}", []).extend(warm)
                         before = cpu_snapshot(server)
                         latencies, wall = through_triton(server.http_url, f"{args.model}_r{r1}", clip, level, requests, shared_memory=transport == "shm")

@@ -31,7 +31,7 @@ import onnx
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from ort_cpu import interleaved_timings, ort_runner, torch_runner  # noqa: E402
+from ort_cpu import interleaved_timings, ort_runner, paired_ratios, torch_runner  # noqa: E402
 
 import sta_deploy  # noqa: E402
 from sta_deploy.bench import node_scopes, node_times, op_type_times, sta_time_share  # noqa: E402
@@ -170,7 +170,7 @@ def summary_rows(args, r1_values, times, shares, limits):
             "ort_min_ratio": fastest[f"ort r1={r1}"] / fastest["ort r1=0"],
             # each round's pruned time over the same round's unpruned one: drifts in machine speed
             # that span several runs cancel within a round
-            "ort_paired_ratio": statistics.median(a / b for a, b in zip(times[f"ort r1={r1}"], times["ort r1=0"])),
+            "ort_paired_ratio": statistics.median(paired_ratios(times["ort r1=0"], times[f"ort r1={r1}"])),
             "design_limit_ratio": limits.get(r1),
             "sta_share": shares.get(r1, {}).get("sta_fraction"),
         }
