@@ -10,6 +10,7 @@ windows, patch mergings on refilled grids, the patch embedding) stayed, plus STA
     python benchmarks/swin_cpu.py                        # swin_t at r1 = 0/192/256/320
     python benchmarks/swin_cpu.py --runs 5 --skip-eager
     python benchmarks/swin_cpu.py --skip-eager --openvino f32,bf16   # OpenVINO beside ONNX Runtime
+    python benchmarks/swin_cpu.py --skip-eager --kernel      # + --window-attention kernel exports
 
 Prints a table and writes JSON (default benchmarks/results/swin_cpu_<model>.json).
 """
@@ -60,6 +61,7 @@ def parse_args(argv):
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--skip-eager", action="store_true", help="leave PyTorch eager out")
     parser.add_argument("--openvino", default="", help="also time OpenVINO at these precisions, comma-separated: f32, bf16")
+    parser.add_argument("--kernel", action="store_true", help="also time --window-attention kernel exports (kept-query attention)")
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
 
@@ -123,6 +125,11 @@ def measure(args, r1_values):
             print(f"exported r1={r1}", file=sys.stderr)
         video = seeded_clips(1, models[0].config.input_shape)
         runners = {f"ort r1={r1}": ort_runner(paths[r1], video, threads=args.threads) for r1 in r1_values}
+        if args.kernel:
+            for r1 in r1_values:
+                kernel_path = Path(folder) / f"{args.model}_r{r1}_kernel.onnx"
+                export_onnx(models[r1], kernel_path, window_attention="kernel")
+                runners[f"kernel r1={r1}"] = ort_runner(kernel_path, video, threads=args.threads)
         if not args.skip_eager:
             runners.update({f"torch r1={r1}": torch_runner(models[r1], video) for r1 in r1_values})
         precisions = [p for p in args.openvino.split(",") if p]
@@ -180,6 +187,13 @@ def summary_rows(args, r1_values, times, shares, limits):
                 row[f"{label}_ms"] = median[name]
                 row[f"{label}_ratio"] = median[name] / median[f"{label} r1=0"]
                 row[f"{label}_sta_share"] = shares.get(r1, {}).get(label)
+        if f"kernel r1={r1}" in median:
+            row.update(
+                kernel_ms=median[f"kernel r1={r1}"],
+                kernel_ratio=median[f"kernel r1={r1}"] / median["kernel r1=0"],
+                kernel_paired_ratio=statistics.median(paired_ratios(times["kernel r1=0"], times[f"kernel r1={r1}"])),
+                kernel_vs_plain=median[f"kernel r1={r1}"] / ort_ms,  # the kernel export's time over the plain one's, same r1
+            )
         if f"torch r1={r1}" in median:
             row.update(torch_ms=median[f"torch r1={r1}"], torch_ratio=median[f"torch r1={r1}"] / median["torch r1=0"])
         rows.append(row)
@@ -198,6 +212,12 @@ def print_report(args, rows, profiles):
         print(f"\nOpenVINO {label[3:]}: " + "; ".join(
             f"r1={row['r1']} {row[label + '_ms']:.0f} ms ratio {row[label + '_ratio']:.3f}"
             + ("" if row.get(label + "_sta_share") is None else f" STA {row[label + '_sta_share']:.2%}")
+            for row in rows
+        ))
+    if any("kernel_ms" in row for row in rows):
+        print("\n--window-attention kernel (kept-query attention; same interleaved run): " + "; ".join(
+            f"r1={row['r1']} {row['kernel_ms']:.0f} ms ratio {row['kernel_ratio']:.3f} paired {row['kernel_paired_ratio']:.3f}"
+            f" vs plain {row['kernel_vs_plain']:.3f}"
             for row in rows
         ))
     if profiles:

@@ -88,8 +88,14 @@ def profile_nodes(onnx_path, video, *, runs: int, threads, optimization: str, ke
     import onnxruntime as ort
 
     from ._io import read_onnx
+    from .plugin.names import count_window_attention_nodes
     from .runtime.onnxrt import onnx_session
 
+    if count_window_attention_nodes(onnx_path):
+        raise ValueError(
+            f"{onnx_path} is a --window-attention kernel export, which runs as several ONNX Runtime sessions with the kernel "
+            "between them: ONNX Runtime's profiler cannot see it whole; profile the --window-attention onnx export"
+        )
     options = ort.SessionOptions()
     options.enable_profiling = True
     with tempfile.TemporaryDirectory() as folder:

@@ -19,6 +19,7 @@ RECIPE_FIELDS = {
     "with_kept": "with_kept",
     "output": "output",
     "sta_impl": "sta_impl",
+    "window_attention": "window_attention",
     "seed": "seed",
 }
 
@@ -35,13 +36,20 @@ RECIPE_FIELDS = {
 @click.option("--dtype", type=click.Choice(["fp32", "fp16", "int8"]), default="fp32", show_default=True, help="Precision (STA scores stay fp32); int8 = ONNX Runtime dynamic quantization, for CPUs.")
 @click.option("--with-kept", is_flag=True, help="Add int64 outputs kept_stage0..2 with the kept token positions.")
 @click.option("--sta-impl", type=click.Choice(["onnx", "plugin"]), default="onnx", show_default=True, help="Pure-ONNX selection or the TensorRT plugin node.")
+@click.option(
+    "--window-attention",
+    type=click.Choice(["onnx", "kernel"]),
+    default="onnx",
+    show_default=True,
+    help="Video Swin: full windows in plain ONNX, or one KeptWindowAttention node per block that attends the kept queries only (ONNX Runtime CPU, fp32).",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the random weights when no --checkpoint is given.")
 @click.option("--no-validate", is_flag=True, help="Skip the ONNX Runtime vs PyTorch check after export.")
 @click.option("--clips", type=click.IntRange(1), default=2, show_default=True, help="Random clips for the post-export validation.")
 @click.option("--force", is_flag=True, help="Overwrite an existing output.")
 @arch_options
 @click.pass_context
-def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch, opset, dtype, with_kept, sta_impl, seed, no_validate, clips, force, overrides):
+def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch, opset, dtype, with_kept, sta_impl, window_attention, seed, no_validate, clips, force, overrides):
     """Export MODEL pruned with STA at R1 to a static-shape ONNX file (+ manifest), then validate it.
 
     \b
@@ -52,7 +60,7 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
     """
     from ..models.registry import create_model
 
-    values = dict(model_name=model_name, r1=r1, dtype=dtype, opset=opset, batch=batch, dynamic_batch=dynamic_batch, with_kept=with_kept, output=output, sta_impl=sta_impl, seed=seed)
+    values = dict(model_name=model_name, r1=r1, dtype=dtype, opset=opset, batch=batch, dynamic_batch=dynamic_batch, with_kept=with_kept, output=output, sta_impl=sta_impl, window_attention=window_attention, seed=seed)
     runtime = None
     if recipe is not None:
         values, overrides, runtime = _from_recipe(ctx, recipe, values, overrides)
@@ -71,10 +79,10 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
 
     # Every check that needs no model first (opset, batch, dtype, suffix, folder, --force), then
     # the output's lock for the whole command: a second export to the same file fails at once.
-    check_export_options(output, batch_size=values["batch"], opset=values["opset"], dtype=values["dtype"], sta_impl=values["sta_impl"], force=force)
+    check_export_options(output, force=force, **_option_values(values))
     ctx.with_resource(output_lock(output))
     # again under the lock: an export that finished meanwhile is not overwritten without --force
-    check_export_options(output, batch_size=values["batch"], opset=values["opset"], dtype=values["dtype"], sta_impl=values["sta_impl"], force=force)
+    check_export_options(output, force=force, **_option_values(values))
     with _progress.step(f"building {values['model_name']} r1={values['r1']}"):
         model = create_model(values["model_name"], r1=values["r1"], checkpoint=checkpoint, seed=seed, **overrides)
     if checkpoint is None:
@@ -84,6 +92,8 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
     click.echo(f"exporting {values['model_name']} r1={values['r1']} {model.schedule.describe()} ({values['dtype']}, {values['sta_impl']}) -> {output}")
     if values["sta_impl"] == "plugin" and model.r1 == 0:
         click.echo("note: r1 = 0 prunes no token, so there is nothing for the STA plugin to replace: the graph is the unpruned model in plain ONNX")
+    if values.get("window_attention") == "kernel" and model.r1 == 0:
+        click.echo("note: r1 = 0 keeps every query, so there is nothing for the kept-query attention kernel to skip: the graph is the unpruned model in plain ONNX")
     result = export_onnx(
         model,
         output,
@@ -93,6 +103,7 @@ def export(ctx, recipe, model_name, r1, checkpoint, output, batch, dynamic_batch
         with_kept=values["with_kept"],
         dtype=values["dtype"],
         sta_impl=values["sta_impl"],
+        window_attention=values["window_attention"],
         force=force,
     )
     manifest = result.manifest
@@ -151,3 +162,9 @@ def _finish_runtime(runtime, path, final, force) -> None:
     elif backend == "tensorrt":
         flag = {"fp32": "", "fp16": " --fp16", "bf16": " --bf16"}[precision]
         click.echo(f"build the TensorRT engine on the GPU machine: sta-deploy build {path}{flag}")
+
+
+def _option_values(values: dict) -> dict:
+    """check_export_options' keyword arguments from the command's (recipe-merged) values."""
+    return dict(batch_size=values["batch"], opset=values["opset"], dtype=values["dtype"], sta_impl=values["sta_impl"],
+                window_attention=values.get("window_attention", "onnx"))

@@ -78,6 +78,7 @@ def export_onnx(
     with_kept: bool = False,
     dtype: str = "fp32",
     sta_impl: str = "onnx",
+    window_attention: str = "onnx",
     force: bool = True,
     weights: dict | None = None,
     extra_manifest: dict | None = None,
@@ -92,6 +93,10 @@ def export_onnx(
         dtype: ``fp32``, ``fp16`` (weights and activations; STA's scores stay fp32; I/O stays fp32) or
             ``int8`` (ONNX Runtime dynamic quantization of the blocks' matrix products, for CPUs).
         sta_impl: ``onnx`` (pure ONNX selection) or ``plugin`` (one TensorRT plugin node per stage).
+        window_attention: Video Swin only: ``onnx`` (full windows in plain ONNX) or ``kernel`` (one
+            ``KeptWindowAttention`` node per block of the pruned stages, attending the kept queries
+            only; ONNX Runtime CPU with the kernel of ``plugins/kept_window_attention``; fp32; r1 = 0
+            gives the plain graph, since every query is kept).
         force: overwrite existing files; otherwise refuse before doing any work.
         weights: what the manifest records about the weights (``{"source": "random-init", "seed": 0}``
             or ``{"source": "checkpoint", "path": ..., "sha256": ...}``); inferred when omitted.
@@ -99,23 +104,33 @@ def export_onnx(
     Nothing is written at ``path`` unless the whole export and its checks succeed.
     """
     path = Path(path)
-    opset = check_export_options(path, opset=opset, dtype=dtype, sta_impl=sta_impl, batch_size=batch_size, force=force)
+    opset = check_export_options(
+        path, opset=opset, dtype=dtype, sta_impl=sta_impl, batch_size=batch_size, force=force, window_attention=window_attention
+    )
+    if window_attention == "kernel" and model.config.family != "swin":
+        raise ValueError(f"--window-attention kernel applies to Video Swin models only; {model.name} has no window attention (drop the flag)")
     if sta_impl == "plugin" and model.r1 == 0:
         sta_impl = "onnx"  # r1 = 0 prunes nothing: no selection step for the plugin to replace
+    if window_attention == "kernel" and model.r1 == 0:
+        window_attention = "onnx"  # r1 = 0 keeps every query: nothing for the kernel to skip
     graph_module = _export_graph(model, with_kept, dtype)
     # Locks the output (one writer), removes partials of writers that are gone, re-checks --force.
     staging = open_staging(path, refuse_existing=() if force else (path, manifest_path(path)))
     try:
         staged = staging / path.name
-        use_external = _trace_to_file(graph_module, staged, model.config.input_shape, batch_size, dynamic_batch, opset, sta_impl, with_kept)
-        proto, report = _finish_graph(staged, use_external, dtype, sta_impl, dynamic_batch)
+        use_external = _trace_to_file(
+            graph_module, staged, model.config.input_shape, batch_size, dynamic_batch, opset, sta_impl, with_kept, window_attention
+        )
+        # one node per block of the pruned stages (those after an STA stage); unpruned stages keep plain attention
+        kernel_nodes = sum(model.config.depths[1:]) if window_attention == "kernel" else 0
+        proto, report = _finish_graph(staged, use_external, dtype, sta_impl, dynamic_batch, kernel_nodes)
         data_path = path.with_name(path.name + ".data")
         if use_external:
             _name_external_data(staging, staged, data_path.name)
         manifest = build_manifest(
             model, proto, report, dtype=dtype, sta_impl=sta_impl, opset=opset, batch_size=batch_size, dynamic_batch=dynamic_batch,
             onnx_file=path.name, onnx_sha256=sha256_file(staged), external_data=data_path.name if use_external else None,
-            weights=weights or _weights_record(model), extra=extra_manifest,
+            weights=weights or _weights_record(model), extra={**({"window_attention": "kernel"} if kernel_nodes else {}), **(extra_manifest or {})},
         )
         write_manifest(manifest, staging / manifest_path(path).name)
         _place_outputs(staging, path, use_external)
@@ -125,7 +140,10 @@ def export_onnx(
     return ExportResult(path=path, manifest_path=manifest_path(path), manifest=manifest)
 
 
-def check_export_options(path, *, batch_size: int = 1, opset: int | None = None, dtype: str = "fp32", sta_impl: str = "onnx", force: bool = True) -> int:
+def check_export_options(
+    path, *, batch_size: int = 1, opset: int | None = None, dtype: str = "fp32", sta_impl: str = "onnx", force: bool = True,
+    window_attention: str = "onnx",
+) -> int:
     """Every check of :func:`export_onnx`'s options that needs no model, so that a bad option fails in
     one line before any work (building vit_h alone takes ~10 s).  Returns the opset to use."""
     path = Path(path)
@@ -134,6 +152,12 @@ def check_export_options(path, *, batch_size: int = 1, opset: int | None = None,
         raise ValueError(f"dtype {dtype!r} is not supported; use fp32, fp16 or int8")
     if sta_impl not in ("onnx", "plugin"):
         raise ValueError(f"sta_impl {sta_impl!r} is not supported; use 'onnx' or 'plugin'")
+    if window_attention not in ("onnx", "kernel"):
+        raise ValueError(f"window attention {window_attention!r} is not supported; use 'onnx' or 'kernel'")
+    if window_attention == "kernel" and sta_impl == "plugin":
+        raise ValueError("--window-attention kernel and --sta-impl plugin cannot be combined yet (the kernel runs on ONNX Runtime, the plugin in TensorRT); use --sta-impl onnx")
+    if window_attention == "kernel" and dtype != "fp32":
+        raise ValueError(f"--window-attention kernel computes in float32 and cannot be exported as {dtype}; export fp32 or use --window-attention onnx")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch size must be an integer >= 1, got {batch_size!r}")
     if path.suffix != ".onnx":
@@ -154,7 +178,7 @@ def _export_graph(model: nn.Module, with_kept: bool, dtype: str) -> nn.Module:
     return graph_module.to(DTYPES[dtype]) if dtype != "fp32" else graph_module
 
 
-def _trace_to_file(graph_module, staged: Path, input_shape, batch_size, dynamic_batch, opset, sta_impl, with_kept) -> bool:
+def _trace_to_file(graph_module, staged: Path, input_shape, batch_size, dynamic_batch, opset, sta_impl, with_kept, window_attention) -> bool:
     """torch.onnx (dynamo) export of ``graph_module`` to ``staged``; returns whether weights went to external data."""
     example = torch.zeros(batch_size, *input_shape)
     dynamic_shapes = None
@@ -163,7 +187,7 @@ def _trace_to_file(graph_module, staged: Path, input_shape, batch_size, dynamic_
         # torch.export specialises a dimension whose example value is 1; trace with 2.
         example = torch.zeros(max(batch_size, 2), *input_shape)
     _progress.begin(f"tracing and optimising {graph_module.model.name} with torch.onnx")
-    with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs(), _sta_impl_context(sta_impl):
+    with torch.no_grad(), warnings.catch_warnings(), _quiet_exporter_logs(), _sta_impl_context(sta_impl), _window_attention_context(window_attention):
         warnings.simplefilter("ignore")
         program = torch.onnx.export(
             graph_module,
@@ -175,7 +199,7 @@ def _trace_to_file(graph_module, staged: Path, input_shape, batch_size, dynamic_
             dynamic_shapes=dynamic_shapes,
             optimize=True,
             verbose=False,
-            custom_translation_table=_custom_translations(sta_impl),
+            custom_translation_table=_custom_translations(sta_impl, window_attention),
         )
     _progress.end()
     if program is None:  # pragma: no cover - torch always returns the program when f is omitted
@@ -187,7 +211,7 @@ def _trace_to_file(graph_module, staged: Path, input_shape, batch_size, dynamic_
     return use_external
 
 
-def _finish_graph(staged: Path, use_external: bool, dtype: str, sta_impl: str, dynamic_batch: bool):
+def _finish_graph(staged: Path, use_external: bool, dtype: str, sta_impl: str, dynamic_batch: bool, kernel_nodes: int = 0):
     """Strip trace metadata, finalise plugin nodes, quantize, then check static shapes and run onnx.checker."""
     import onnx
 
@@ -196,10 +220,15 @@ def _finish_graph(staged: Path, use_external: bool, dtype: str, sta_impl: str, d
     proto = onnx.load(str(staged), load_external_data=False)
     _strip_trace_metadata(proto)
     onnx.save(proto, str(staged))  # external data, if any, stays where the exporter put it
-    if sta_impl == "plugin":
-        from ..plugin.export import finalize_plugin_graph
+    if sta_impl == "plugin" or kernel_nodes:
+        if sta_impl == "plugin":
+            from ..plugin.export import finalize_plugin_graph
 
-        proto = finalize_plugin_graph(proto)
+            proto = finalize_plugin_graph(proto)
+        if kernel_nodes:
+            from ..plugin.window_attention_export import finalize_window_attention_graph
+
+            proto = finalize_window_attention_graph(proto, kernel_nodes)
         location = staged.name + ".data" if use_external else None
         onnx.save(proto, str(staged), save_as_external_data=use_external, location=location)
     _progress.end(f"{sum(f.stat().st_size for f in staged.parent.iterdir()) / 1e6:.1f} MB")
@@ -282,12 +311,25 @@ def _sta_impl_context(sta_impl: str):
     return contextlib.nullcontext()
 
 
-def _custom_translations(sta_impl: str):
-    if sta_impl != "plugin":
-        return None
-    from ..plugin.export import custom_translation_table
+def _window_attention_context(window_attention: str):
+    if window_attention == "kernel":
+        from ..plugin.window_attention_export import window_attention_export_context
 
-    return custom_translation_table()
+        return window_attention_export_context()
+    return contextlib.nullcontext()
+
+
+def _custom_translations(sta_impl: str, window_attention: str = "onnx"):
+    table = {}
+    if sta_impl == "plugin":
+        from ..plugin.export import custom_translation_table
+
+        table.update(custom_translation_table())
+    if window_attention == "kernel":
+        from ..plugin.window_attention_export import custom_translation_table as window_attention_translations
+
+        table.update(window_attention_translations())
+    return table or None
 
 
 def _weights_record(model) -> dict:

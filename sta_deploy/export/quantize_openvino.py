@@ -21,7 +21,7 @@ import numpy as np
 
 from .._io import sha256_file, writable_folder
 from ..errors import ConfigError, first_line
-from ..plugin.names import count_plugin_nodes
+from ..plugin.names import count_plugin_nodes, count_window_attention_nodes
 from .manifest import check_model_matches, manifest_path, read_manifest, versions, write_manifest
 from .quantize import sta_node_names
 
@@ -56,6 +56,8 @@ def check_source(source, manifest: dict) -> None:
     check_model_matches(source, manifest)
     if manifest.get("sta_impl") == "plugin" or count_plugin_nodes(source):
         raise ConfigError(f"{source} is a plugin-mode export (STAStageSelect nodes); quantize an export made with --sta-impl onnx")
+    if count_window_attention_nodes(source):
+        raise ConfigError(f"{source} is a --window-attention kernel export (KeptWindowAttention nodes); quantize an export made with --window-attention onnx")
     if manifest["dtype"] != "fp32":
         raise ConfigError(f"{source} is a {manifest['dtype']} export; quantize the fp32 export instead")
 

@@ -41,7 +41,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib
 
-RECIPE_KEYS = {"model", "r1", "dtype", "opset", "batch", "dynamic_batch", "with_kept", "output", "overrides", "sta_impl", "description",
+RECIPE_KEYS = {"model", "r1", "dtype", "opset", "batch", "dynamic_batch", "with_kept", "output", "overrides", "sta_impl", "window_attention", "description",
                "seed", "backend", "precision", "quantize"}
 RUNTIME_PRECISIONS = {
     "onnxruntime": ("fp32", "fp16", "int8"),

@@ -49,7 +49,7 @@ from ..sta import gather_tokens, normalise_metric, select_kept, semantic_score, 
 from ._common import StaBackbone
 from .registry import ModelEntry, register_model
 from .swin_checkpoints import load_swin_checkpoint
-from .swin_attention import WindowAttention3d, take_rows, take_tokens
+from .swin_attention import WindowAttention3d, kept_window_attention, take_tokens
 from .swin_flops import swin_flops
 from .swin_geometry import (
     nearest_kept,
@@ -264,6 +264,8 @@ class SwinBlock(nn.Module):
         self.register_buffer("slot_to_token", slot_to_token, persistent=False)
         self.register_buffer("token_to_slot", token_to_slot, persistent=False)
         self.windows_per_type = windows_per_type
+        window_type = torch.repeat_interleave(torch.arange(len(windows_per_type)), torch.tensor(windows_per_type))
+        self.register_buffer("window_type", window_type, persistent=False)
         # The (types, V) mask regions, not the (types, V, V) masks: the bias + mask sums depend only on
         # parameters and buffers, which ONNX Runtime folds into constants when the session is created.
         region = slot_region.to(torch.int32) if self.geometry.shifted else None
@@ -278,13 +280,9 @@ class SwinBlock(nn.Module):
 
     def forward(self, x: Tensor, window_index: Tensor, back_index: Tensor) -> Tensor:
         q, k, v = self.attn.head_major_qkv(self.norm1(x), self.geometry.has_padding)
-        additive = self.additive_terms()
-        volume, start, outputs = self.geometry.window_volume, 0, []
-        for kind, windows in enumerate(self.windows_per_type):
-            index = window_index[..., start * volume : (start + windows) * volume]
-            start += windows
-            outputs.append(self.attn.attend(*(take_rows(t, index) for t in (q, k, v)), additive[kind]))
-        attended = take_rows(torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0], back_index)
+        attended = kept_window_attention(
+            q, k, v, window_index, back_index, self.additive_terms(), self.windows_per_type, self.window_type, self.attn.scale
+        )
         x = x + self.attn.proj(attended.transpose(1, 2).reshape(x.shape))
         return x + self.mlp(self.norm2(x))
 

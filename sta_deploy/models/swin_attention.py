@@ -7,6 +7,8 @@ window size is transposed or split.
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -84,9 +86,54 @@ class WindowAttention3d(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor, additive: Tensor) -> Tensor:
         """q, k, v (B, heads, nW * V, hd) of windows sharing ``additive`` (heads, V, V) -> (B, heads, nW * V, hd)."""
-        batch, heads, slots, head_dim = q.shape
-        volume = self.geometry.window_volume
-        shape = (batch, heads, slots // volume, volume, head_dim)
-        attn = (q.reshape(shape) * self.scale) @ k.reshape(shape).transpose(-2, -1)
-        attn = (attn + additive.to(attn.dtype).unsqueeze(1)).softmax(dim=-1)
-        return (attn @ v.reshape(shape)).reshape(batch, heads, slots, head_dim)
+        return attend_windows(q, k, v, additive, self.scale)
+
+
+def attend_windows(q: Tensor, k: Tensor, v: Tensor, additive: Tensor, scale: float) -> Tensor:
+    """q, k, v (B, heads, nW * V, hd) of windows sharing ``additive`` (heads, V, V) -> (B, heads, nW * V, hd)."""
+    batch, heads, slots, head_dim = q.shape
+    volume = additive.shape[-1]
+    shape = (batch, heads, slots // volume, volume, head_dim)
+    attn = (q.reshape(shape) * scale) @ k.reshape(shape).transpose(-2, -1)
+    attn = (attn + additive.to(attn.dtype).unsqueeze(1)).softmax(dim=-1)
+    return (attn @ v.reshape(shape)).reshape(batch, heads, slots, head_dim)
+
+
+def attend_kept(q, k, v, window_index, back_index, additive, windows_per_type, scale: float) -> Tensor:
+    """Window attention of one block, returned at the kept tokens only: (B, heads, K, hd).
+
+    q, k, v (B, heads, rows, hd) on the stage's kept tokens (+ the padding row); ``window_index``
+    (L,) or (B, L) the row filling each of the ``L = nW * V`` window slots, windows grouped by
+    mask type (``windows_per_type`` of each); ``back_index`` (K,) or (B, K) every kept token's slot;
+    ``additive`` (types, heads, V, V).  Full windows are attended, then the kept slots taken back:
+    the definition that ``--window-attention kernel`` computes for the kept queries only.
+    """
+    volume, start, outputs = additive.shape[-1], 0, []
+    for kind, windows in enumerate(windows_per_type):
+        index = window_index[..., start * volume : (start + windows) * volume]
+        start += windows
+        outputs.append(attend_windows(*(take_rows(t, index) for t in (q, k, v)), additive[kind], scale))
+    return take_rows(torch.cat(outputs, dim=2) if len(outputs) > 1 else outputs[0], back_index)
+
+
+# None: attend_kept.  Otherwise a function with attend_kept's arguments plus ``window_type`` (nW,)
+# int64 (each window's mask type) before ``scale``: --window-attention kernel's export hook.
+_kept_attention_impl = None
+
+
+def kept_window_attention(q, k, v, window_index, back_index, additive, windows_per_type, window_type, scale: float) -> Tensor:
+    """:func:`attend_kept`, or the implementation installed by :func:`kept_attention_override`."""
+    if _kept_attention_impl is None:
+        return attend_kept(q, k, v, window_index, back_index, additive, windows_per_type, scale)
+    return _kept_attention_impl(q, k, v, window_index, back_index, additive, windows_per_type, window_type, scale)
+
+
+@contextlib.contextmanager
+def kept_attention_override(impl):
+    """Route every Swin block's window attention through ``impl`` while the context is active."""
+    global _kept_attention_impl
+    previous, _kept_attention_impl = _kept_attention_impl, impl
+    try:
+        yield
+    finally:
+        _kept_attention_impl = previous

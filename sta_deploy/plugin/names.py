@@ -21,3 +21,19 @@ def count_plugin_nodes(model) -> int:
     if not isinstance(model, onnx.ModelProto):
         model = read_onnx(model)
     return sum(1 for node in model.graph.node if node.op_type == PLUGIN_OP_TYPE and node.domain == PLUGIN_DOMAIN)
+
+
+# --window-attention kernel: one node per Video Swin block (plugins/kept_window_attention); served on
+# ONNX Runtime CPU by the kernel as an onnxruntime-extensions custom op; no TensorRT plugin yet.
+WINDOW_ATTENTION_OP_TYPE = "KeptWindowAttention"
+
+
+def count_window_attention_nodes(model) -> int:
+    """KeptWindowAttention nodes in ``model`` (an ``onnx.ModelProto`` or the path of an ONNX file)."""
+    import onnx
+
+    from .._io import read_onnx
+
+    if not isinstance(model, onnx.ModelProto):
+        model = read_onnx(model)
+    return sum(1 for node in model.graph.node if node.op_type == WINDOW_ATTENTION_OP_TYPE and node.domain == PLUGIN_DOMAIN)

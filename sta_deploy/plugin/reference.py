@@ -75,11 +75,13 @@ def build_plugin(
     targets: tuple[str, ...] = (),
     cuda_compiler: str | None = None,
     jobs: int = 2,
+    source_dir: str | os.PathLike[str] | None = None,
 ) -> Path:
     """Configure and build ``plugins/sta_stage_select`` with CMake into ``build_dir``; returns it.
 
     ``cuda=False`` builds the CPU reference only.  ``tensorrt_root`` adds the TensorRT wrapper (needs
-    CUDA).  Raises ``subprocess.CalledProcessError`` with CMake's output when a step fails.
+    CUDA).  ``source_dir`` builds another plugin folder the same way (default
+    ``plugins/sta_stage_select``).  Raises ``subprocess.CalledProcessError`` with CMake's output when a step fails.
     """
     cmake = shutil.which("cmake")
     if cmake is None:
@@ -92,7 +94,8 @@ def build_plugin(
         options.append(f"-DSTA_CUDA_ARCHITECTURES={cuda_architectures}")
     if tensorrt_root is not None:
         options.append(f"-DTensorRT_ROOT={tensorrt_root}")
-    steps = [[cmake, "-S", str(plugin_source_dir()), "-B", str(build_dir), *options]]
+    source = Path(source_dir) if source_dir is not None else plugin_source_dir()
+    steps = [[cmake, "-S", str(source), "-B", str(build_dir), *options]]
     build = [cmake, "--build", str(build_dir), "-j", str(jobs)]
     if targets:
         build += ["--target", *targets]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import first_line
-from ..plugin.names import count_plugin_nodes
+from ..plugin.names import count_plugin_nodes, count_window_attention_nodes
 from .batching import kept_outputs, run_in_batches
 
 OPTIMIZATION_LEVELS = ("disable", "basic", "extended", "all")
@@ -31,6 +31,8 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
 
     Plugin-mode graphs get the CPU reference of the STA plugin registered as an
     onnxruntime-extensions custom op first (see :mod:`sta_deploy.plugin.onnxrt`).
+    ``--window-attention kernel`` graphs get a :class:`~sta_deploy.runtime.segmented.SegmentedSession`
+    (the graph cut at its KeptWindowAttention nodes, the kernel run between the pieces).
     """
     import onnxruntime as ort
 
@@ -50,6 +52,15 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
         options.intra_op_num_threads = threads
     options.log_severity_level = 3
     model_bytes_or_path: str | bytes = str(path)
+    if count_window_attention_nodes(path):
+        if count_plugin_nodes(path):
+            raise ValueError(f"{path} has both STAStageSelect and KeptWindowAttention nodes; export it with --sta-impl onnx")
+        from .segmented import SegmentedSession
+
+        try:
+            return SegmentedSession(path, make_options=lambda: _copy_options(options, ort), providers=providers or default_providers(), threads=threads)
+        except Exception as error:  # onnxruntime raises its own exception types
+            raise RuntimeError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from None
     if count_plugin_nodes(path):
         from ..plugin.onnxrt import prepare_plugin_session
 
@@ -58,6 +69,15 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
         return ort.InferenceSession(model_bytes_or_path, sess_options=options, providers=providers or default_providers())
     except Exception as error:  # onnxruntime raises its own exception types
         raise RuntimeError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from None
+
+
+def _copy_options(options, ort):
+    """A fresh SessionOptions with ``options``' settings (one SessionOptions per session)."""
+    copy = ort.SessionOptions()
+    for name in ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "log_severity_level",
+                 "execution_mode", "enable_cpu_mem_arena", "enable_mem_pattern", "enable_profiling", "profile_file_prefix"):
+        setattr(copy, name, getattr(options, name))
+    return copy
 
 
 def run_session(session, manifest: dict, clips: np.ndarray) -> dict[str, np.ndarray]:

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import ConfigError, first_line
-from ..plugin.names import count_plugin_nodes
+from ..plugin.names import count_plugin_nodes, count_window_attention_nodes
 from ..sta import STA_SCOPE
 from .batching import kept_outputs, run_in_batches
 
@@ -67,6 +67,11 @@ def check_openvino_model_file(path) -> Path:
         raise ConfigError(
             f"{path} is a plugin-mode export (STAStageSelect nodes, a TensorRT plugin); OpenVINO runs pure-ONNX exports: "
             "export it again with --sta-impl onnx"
+        )
+    if path.suffix == ".onnx" and count_window_attention_nodes(path):
+        raise ConfigError(
+            f"{path} is a --window-attention kernel export (KeptWindowAttention nodes, an ONNX Runtime kernel); OpenVINO runs "
+            "pure-ONNX exports: export it again with --window-attention onnx"
         )
     return path
 

@@ -19,7 +19,7 @@ import tempfile
 from pathlib import Path
 
 from .._io import atomic_path, writable_folder
-from ..plugin.names import PLUGIN_OP_TYPE, count_plugin_nodes
+from ..plugin.names import PLUGIN_OP_TYPE, count_plugin_nodes, count_window_attention_nodes
 from .polygraphy_trt import polygraphy_backend, quiet_polygraphy
 
 MISSING_TENSORRT = (
@@ -74,6 +74,11 @@ def check_plugin_libs(onnx_path, plugin_libs) -> int:
     for library in plugin_libs:
         if not Path(library).is_file():
             raise FileNotFoundError(f"plugin library {library} does not exist: {PLUGIN_HINT}")
+    if count_window_attention_nodes(onnx_path):
+        raise ValueError(
+            f"{onnx_path} has KeptWindowAttention nodes (--window-attention kernel), which have no TensorRT plugin yet; "
+            "export it with --window-attention onnx for TensorRT"
+        )
     nodes = count_plugin_nodes(onnx_path)
     if nodes and not plugin_libs:
         raise ValueError(

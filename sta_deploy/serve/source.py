@@ -87,6 +87,11 @@ def choose_platform(source: ExportSource, kind: str, platform: str | None) -> st
         if kind != "gpu":
             raise ConfigError("a TensorRT engine runs on a GPU: pass --kind gpu (or serve the ONNX export on CPU)")
         return "tensorrt"
+    if source.manifest.get("window_attention") == "kernel":
+        raise ConfigError(
+            f"{source.path} is a --window-attention kernel export (KeptWindowAttention nodes), which no Triton backend loads yet; "
+            "export it with --window-attention onnx to serve it"
+        )
     if platform == "tensorrt":
         raise ConfigError("--platform tensorrt needs a TensorRT engine: build one with 'sta-deploy build' and pass the .plan")
     if source.plugin_mode:
