@@ -36,4 +36,8 @@ def count_window_attention_nodes(model) -> int:
 
     if not isinstance(model, onnx.ModelProto):
         model = read_onnx(model)
-    return sum(1 for node in model.graph.node if node.op_type == WINDOW_ATTENTION_OP_TYPE and node.domain == PLUGIN_DOMAIN)
+    return sum(1 for node in model.graph.node if is_window_attention_node(node))
+
+
+def is_window_attention_node(node) -> bool:
+    return node.op_type == WINDOW_ATTENTION_OP_TYPE and node.domain == PLUGIN_DOMAIN

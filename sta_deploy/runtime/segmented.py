@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..plugin.names import PLUGIN_DOMAIN, WINDOW_ATTENTION_OP_TYPE
+from ..plugin.names import PLUGIN_DOMAIN, is_window_attention_node
 
 
 @dataclass
@@ -38,10 +38,6 @@ class _Plan:
     steps: list = field(default_factory=list)
     constants: dict = field(default_factory=dict)  # name -> numpy array computed once
     last_use: dict = field(default_factory=dict)  # name -> index of the last step that reads it
-
-
-def _is_kernel_node(node) -> bool:
-    return node.op_type == WINDOW_ATTENTION_OP_TYPE and node.domain == PLUGIN_DOMAIN
 
 
 class SegmentedSession:
@@ -76,13 +72,13 @@ class SegmentedSession:
         types = _value_types(model)
         constant = set(initializers)
         for node in graph.node:  # values that depend on weights only
-            if not _is_kernel_node(node) and all(name in constant for name in node.input if name):
+            if not is_window_attention_node(node) and all(name in constant for name in node.input if name):
                 constant.update(node.output)
 
         # Cut the (topologically ordered) node list at every kernel node.
         items, current = [], []
         for node in graph.node:
-            if _is_kernel_node(node):
+            if is_window_attention_node(node):
                 if current:
                     items.append(current)
                 items.append(node)
@@ -253,7 +249,7 @@ def _value_types(model) -> dict:
     del typed.graph.initializer[:]  # shape inference needs no weights, only their types
     typed.graph.input.extend(infos[init.name] for init in graph.initializer if init.name not in {v.name for v in graph.input})
     for node in graph.node:
-        if _is_kernel_node(node):
+        if is_window_attention_node(node):
             typed.graph.value_info.append(onnx.helper.make_tensor_value_info(node.output[0], onnx.TensorProto.FLOAT, None))
     inferred = onnx.shape_inference.infer_shapes(typed)
     for value in [*inferred.graph.value_info, *inferred.graph.output]:
