@@ -71,3 +71,38 @@ def test_plugin_export_cli_small(tmp_path, capsys):
     argv = ["export", "--model", "vit_b", "--r1", "16", "--embed-dim", "32", "--num-heads", "2", "--depth", "3", "--img-size", "112", "--sta-impl", "plugin", "--with-kept", "-o", str(out)]
     assert main(argv) == 0
     assert "PASS" in capsys.readouterr().out
+
+
+def test_an_error_inside_the_op_is_raised_in_one_line_not_an_abort(vit_s_r48_plugin, tmp_path):
+    """onnxruntime-extensions aborts the process on a Python exception inside an op; a plugin node
+    whose attributes do not match its input (a hand-edited file) must raise instead, and the process
+    carries on (a good export runs after it, through the same registered op).  Run in a child process,
+    so that a regression fails this test alone."""
+    import subprocess
+    import sys
+
+    path, _ = vit_s_r48_plugin
+    model = onnx.load(str(path))
+    for node in model.graph.node:
+        if node.op_type == PLUGIN_OP_TYPE:
+            next(a for a in node.attribute if a.name == "num_groups").i = 3  # the input has 8, 4, 2 groups
+    bad = tmp_path / "bad_num_groups.onnx"
+    onnx.save(model, str(bad))
+    script = f"""
+import numpy as np, sta_deploy
+video = np.zeros((1, 3, 16, 224, 224), np.float32)
+for path in ({str(bad)!r}, {str(path)!r}):
+    session = sta_deploy.onnx_session(path)
+    name = session.get_inputs()[0].name
+    try:
+        session.run(None, {{name: video}})
+        print("ran", path)
+    except RuntimeError as error:
+        print("error:", error)
+"""
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    lines = child.stdout.splitlines()
+    assert len(lines) == 2, child.stdout
+    assert lines[0].startswith("error: STAStageSelect failed (ValueError: ") and "num_groups=3" in lines[0] and "--sta-impl plugin" in lines[0]
+    assert lines[1] == f"ran {path}"

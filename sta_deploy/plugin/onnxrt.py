@@ -5,9 +5,16 @@ The ``STAStageSelect`` nodes are served by the plugin's compiled CPU reference (
 custom op.  onnxruntime-extensions only serves its own domain, so the nodes are moved from the
 ``sta_deploy`` domain to ``ai.onnx.contrib`` in an in-memory copy of the model; the file on disk
 keeps the form TensorRT loads.
+
+A Python exception must not leave the op: onnxruntime-extensions turns it into a C++ exception that
+nothing catches, and the process aborts.  So the op records the error and returns placeholder indices,
+and :class:`CheckedSession` (what :func:`sta_deploy.runtime.onnxrt.onnx_session` returns for these
+graphs) raises it after the run, in one line.
 """
 
 from __future__ import annotations
+
+import threading
 
 import numpy as np
 
@@ -16,6 +23,10 @@ from .names import PLUGIN_OP_TYPE
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 _REGISTERED = False
+# Errors raised inside the op, oldest first; a run raises those recorded while it ran.  (Two sessions
+# running at once in two threads would both see an error of either: both fail, neither is silent.)
+_op_errors: list[str] = []
+_op_errors_lock = threading.Lock()
 
 
 def _reference_library():
@@ -57,14 +68,20 @@ def register_custom_op() -> None:
         },
     )
     def sta_stage_select(metric, semantic, **attributes):  # pragma: no cover - runs inside onnxruntime
-        kept = reference.select_reference(
-            np.ascontiguousarray(metric, dtype=np.float32),
-            np.ascontiguousarray(semantic, dtype=np.float32),
-            int(attributes["num_groups"]),
-            int(attributes["r"]),
-            bool(attributes["backward"]),
-        )
-        return kept.astype(np.int32)
+        try:
+            kept = reference.select_reference(
+                np.ascontiguousarray(metric, dtype=np.float32),
+                np.ascontiguousarray(semantic, dtype=np.float32),
+                int(attributes["num_groups"]),
+                int(attributes["r"]),
+                bool(attributes["backward"]),
+            )
+            return kept.astype(np.int32)
+        except Exception as error:  # never out of here: it would abort the process
+            with _op_errors_lock:
+                _op_errors.append(f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}")
+            # valid (all-zero) indices of a plausible shape, so the rest of the graph runs to the end
+            return np.zeros((metric.shape[0], max(int(attributes["num_groups"]), 1), 1), dtype=np.int32)
 
     _REGISTERED = True
 
@@ -83,3 +100,38 @@ def prepare_plugin_session(path, options) -> bytes:
         model.opset_import.append(onnx.helper.make_opsetid(CONTRIB_DOMAIN, 1))
     options.register_custom_ops_library(get_library_path())
     return model.SerializeToString()
+
+
+class CheckedSession:
+    """An ``onnxruntime.InferenceSession`` of a plugin-mode graph whose ``run`` raises, in one line,
+    any error the ``STAStageSelect`` op recorded while it ran (see the module docstring)."""
+
+    def __init__(self, session):
+        self._session = session
+
+    def __getattr__(self, name):
+        return getattr(self._session, name)
+
+    def run(self, *args, **kwargs):
+        return self._checked(self._session.run, *args, **kwargs)
+
+    def run_with_iobinding(self, *args, **kwargs):
+        return self._checked(self._session.run_with_iobinding, *args, **kwargs)
+
+    def _checked(self, run, *args, **kwargs):
+        with _op_errors_lock:
+            start = len(_op_errors)
+        try:
+            result = run(*args, **kwargs)
+        except Exception as error:  # the placeholder indices may break a later node: report the cause
+            failure = error
+        else:
+            failure = None
+        with _op_errors_lock:
+            recorded = _op_errors[start:]
+            del _op_errors[:]
+        if recorded:
+            raise RuntimeError(f"STAStageSelect failed ({recorded[0]}); re-export the model (sta-deploy export ... --sta-impl plugin)") from None
+        if failure is not None:
+            raise failure
+        return result

@@ -61,14 +61,20 @@ def onnx_session(path, *, providers=None, threads: int | None = None, optimizati
             return SegmentedSession(path, make_options=lambda: _copy_options(options, ort), providers=providers or default_providers(), threads=threads)
         except Exception as error:  # onnxruntime raises its own exception types
             raise RuntimeError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from None
-    if count_plugin_nodes(path):
+    plugin_mode = bool(count_plugin_nodes(path))
+    if plugin_mode:
         from ..plugin.onnxrt import prepare_plugin_session
 
         model_bytes_or_path = prepare_plugin_session(path, options)
     try:
-        return ort.InferenceSession(model_bytes_or_path, sess_options=options, providers=providers or default_providers())
+        session = ort.InferenceSession(model_bytes_or_path, sess_options=options, providers=providers or default_providers())
     except Exception as error:  # onnxruntime raises its own exception types
         raise RuntimeError(f"ONNX Runtime cannot load {path}: {first_line(error)}") from None
+    if plugin_mode:
+        from ..plugin.onnxrt import CheckedSession
+
+        return CheckedSession(session)
+    return session
 
 
 def _copy_options(options, ort):

@@ -24,9 +24,18 @@
 
 namespace {
 
-constexpr int kLanes = 16;      // floats per vector: one AVX-512 register, two AVX2 ones
-constexpr int kQueryBlock = 4;  // queries sharing every key load
-constexpr int kKeyTile = 4;     // vectors of keys per register tile (4 x 4 accumulators)
+// Register tiles sized for the vector registers there are: 32 with AVX-512 (16 floats each), 16
+// with AVX2 (8 floats).  The score tile holds kQueryBlock x kKeyTile accumulators, the value tile
+// kQueryBlock x (head_dim / kLanes); both must stay in registers (a spilled accumulator halves speed).
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+constexpr int kQueryBlock = 8;  // queries sharing every key and value load
+constexpr int kKeyTile = 3;     // vectors of keys per score tile: 8 x 3 accumulators
+#else
+constexpr int kLanes = 8;
+constexpr int kQueryBlock = 4;
+constexpr int kKeyTile = 2;
+#endif
 
 typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
 typedef int vint __attribute__((vector_size(kLanes * sizeof(int))));
@@ -92,11 +101,48 @@ Buckets bucket_queries(const int64_t* back, int64_t kept, int64_t windows, int64
 }
 
 struct Scratch {
-    std::vector<float> keys_t;  // head_dim x padded volume (keys transposed)
+    std::vector<float> keys_t;  // head_dim x padded volume (keys transposed; padding columns stay 0)
     std::vector<float> values;  // volume x head_dim
     std::vector<float> scores;  // kQueryBlock x padded volume
     std::vector<float> queries; // kQueryBlock x head_dim
 };
+
+// scores[i][j0, j0 + KT * kLanes) = queries[i] . keys[j] for the block's queries: compile-time tile
+// sizes, so the accumulators live in registers.
+template <int KT>
+inline void score_tile(const float* queries, const float* keys_t, int64_t D, int64_t Vp, int64_t j0, float* scores) {
+    vfloat acc[kQueryBlock][KT] = {};
+    for (int64_t d = 0; d < D; ++d) {
+        const float* krow = keys_t + d * Vp + j0;
+        vfloat kv[KT];
+        for (int t = 0; t < KT; ++t) kv[t] = load(krow + t * kLanes);
+        for (int i = 0; i < kQueryBlock; ++i) {
+            const vfloat qv = splat(queries[i * D + d]);
+            for (int t = 0; t < KT; ++t) acc[i][t] += qv * kv[t];
+        }
+    }
+    for (int i = 0; i < kQueryBlock; ++i)
+        for (int t = 0; t < KT; ++t) store(scores + i * Vp + j0 + t * kLanes, acc[i][t]);
+}
+
+// out[i] = (sum_j weights[i][j] * values[j]) * inverse_sum[i] for the first nq queries, head_dim =
+// VECS * kLanes.
+template <int VECS>
+inline void weighted_values(const float* weights, const float* values, int64_t V, int64_t Vp, int nq,
+                            const float* inverse_sum, float* const* out) {
+    vfloat acc[kQueryBlock][VECS] = {};
+    for (int64_t j = 0; j < V; ++j) {
+        const float* vrow = values + j * VECS * kLanes;
+        vfloat vv[VECS];
+        for (int t = 0; t < VECS; ++t) vv[t] = load(vrow + t * kLanes);
+        for (int i = 0; i < kQueryBlock; ++i) {
+            const vfloat pj = splat(weights[i * Vp + j]);
+            for (int t = 0; t < VECS; ++t) acc[i][t] += pj * vv[t];
+        }
+    }
+    for (int i = 0; i < nq; ++i)
+        for (int t = 0; t < VECS; ++t) store(out[i] + t * kLanes, acc[i][t] * inverse_sum[i]);
+}
 
 void window_head(const Problem& P, const Buckets& B, int64_t b, int64_t w, int64_t h, Scratch& S) {
     const int64_t first = B.offset[w], last = B.offset[w + 1];
@@ -108,7 +154,7 @@ void window_head(const Problem& P, const Buckets& B, int64_t b, int64_t w, int64
     const float* kp = P.k + plane;
     const float* vp = P.v + plane;
     const float* qp = P.q + plane;
-    S.keys_t.assign(D * Vp, 0.0f);
+    if (static_cast<int64_t>(S.keys_t.size()) != D * Vp) S.keys_t.assign(D * Vp, 0.0f);  // padding columns: 0 once
     S.values.resize(V * D);
     // Transpose the window's keys in blocks of kLanes rows, so that every store is a run of kLanes
     // floats and the block's rows stay in L1 (row by row, each row's D stores hit D cache lines).
@@ -126,48 +172,42 @@ void window_head(const Problem& P, const Buckets& B, int64_t b, int64_t w, int64
     S.queries.resize(kQueryBlock * D);
     const float* additive_head = P.additive + (P.window_type[w] * P.heads + h) * V * V;
     float* outp = P.out + (b * P.heads + h) * P.kept * D;
+    const int64_t key_vectors = Vp / kLanes;
+    const int64_t full_tiles = key_vectors / kKeyTile;
+    const int remainder = static_cast<int>(key_vectors % kKeyTile);
 
     for (int64_t start = first; start < last; start += kQueryBlock) {
         const int nq = static_cast<int>(std::min<int64_t>(kQueryBlock, last - start));
-        int64_t query[kQueryBlock], position[kQueryBlock];
+        int64_t position[kQueryBlock];
+        float* out_row[kQueryBlock];
         for (int i = 0; i < kQueryBlock; ++i) {
             // Pad a short block with its first query: computed, never written.
             const int64_t kept_row = B.order[start + (i < nq ? i : 0)];
-            query[i] = kept_row;
-            const int64_t slot = back[kept_row];
-            position[i] = slot % V;
+            out_row[i] = outp + kept_row * D;
+            position[i] = back[kept_row] % V;
             const float* src = qp + win[position[i]] * D;
             for (int64_t d = 0; d < D; ++d) S.queries[i * D + d] = src[d] * P.scale;
         }
         // scores = q . k over register tiles of kKeyTile vectors x kQueryBlock queries
-        for (int64_t j0 = 0; j0 < Vp; j0 += kKeyTile * kLanes) {
-            const int tiles = static_cast<int>(std::min<int64_t>(kKeyTile, (Vp - j0) / kLanes));
-            vfloat acc[kQueryBlock][kKeyTile] = {};
-            for (int64_t d = 0; d < D; ++d) {
-                const float* krow = &S.keys_t[d * Vp + j0];
-                vfloat kv[kKeyTile];
-                for (int t = 0; t < tiles; ++t) kv[t] = load(krow + t * kLanes);
-                for (int i = 0; i < kQueryBlock; ++i) {
-                    const vfloat qv = splat(S.queries[i * D + d]);
-                    for (int t = 0; t < tiles; ++t) acc[i][t] += qv * kv[t];
-                }
-            }
-            for (int i = 0; i < kQueryBlock; ++i)
-                for (int t = 0; t < tiles; ++t) store(&S.scores[i * Vp + j0 + t * kLanes], acc[i][t]);
-        }
-        // + additive, softmax (normalised at the end)
+        for (int64_t tile = 0; tile < full_tiles; ++tile)
+            score_tile<kKeyTile>(S.queries.data(), S.keys_t.data(), D, Vp, tile * kKeyTile * kLanes, S.scores.data());
+        const int64_t tail = full_tiles * kKeyTile * kLanes;
+        if (remainder == 1) score_tile<1>(S.queries.data(), S.keys_t.data(), D, Vp, tail, S.scores.data());
+#if defined(__AVX512F__)
+        if (remainder == 2) score_tile<2>(S.queries.data(), S.keys_t.data(), D, Vp, tail, S.scores.data());
+#endif
+        // + additive, softmax (normalised at the end); padding columns get -inf, so exp gives ~0
         float inverse_sum[kQueryBlock];
         for (int i = 0; i < kQueryBlock; ++i) {
             float* s = &S.scores[i * Vp];
             const float* add = additive_head + position[i] * V;
-            for (int64_t j = V; j < Vp; ++j) s[j] = -std::numeric_limits<float>::infinity();
             vfloat row_max = splat(-std::numeric_limits<float>::infinity());
             for (int64_t j = 0; j < Vp; j += kLanes) {
                 vfloat a;
                 if (j + kLanes <= V) {
                     a = load(add + j);
                 } else {
-                    a = vfloat{};
+                    a = splat(-std::numeric_limits<float>::infinity());
                     for (int l = 0; l < kLanes && j + l < V; ++l) a[l] = add[j + l];
                 }
                 const vfloat x = load(s + j) + a;
@@ -182,37 +222,25 @@ void window_head(const Problem& P, const Buckets& B, int64_t b, int64_t w, int64
                 store(s + j, e);
                 total += e;
             }
-            for (int64_t j = V; j < Vp; ++j) total[j - (Vp - kLanes)] -= s[j], s[j] = 0.0f;  // exp(-87) is not quite 0
+            // the padding columns added exp(-87) ~ 1e-38 each: nothing at float precision once the
+            // row maximum has contributed its 1
             float sum = 0.0f;
             for (int l = 0; l < kLanes; ++l) sum += total[l];
             inverse_sum[i] = 1.0f / sum;
         }
         // weighted sum of values, all queries of the block at once (independent accumulator chains)
-        if (D % kLanes == 0 && D <= 2 * kLanes) {
-            const int vecs = static_cast<int>(D / kLanes);
-            vfloat acc[kQueryBlock][2] = {};
-            for (int64_t j = 0; j < V; ++j) {
-                const float* vrow = &S.values[j * D];
-                vfloat vv[2];
-                for (int t = 0; t < vecs; ++t) vv[t] = load(vrow + t * kLanes);
-                for (int i = 0; i < kQueryBlock; ++i) {
-                    const vfloat pj = splat(S.scores[i * Vp + j]);
-                    for (int t = 0; t < vecs; ++t) acc[i][t] += pj * vv[t];
+        switch (D % kLanes == 0 ? D / kLanes : 0) {
+            case 1: weighted_values<1>(S.scores.data(), S.values.data(), V, Vp, nq, inverse_sum, out_row); break;
+            case 2: weighted_values<2>(S.scores.data(), S.values.data(), V, Vp, nq, inverse_sum, out_row); break;
+            case 4: weighted_values<4>(S.scores.data(), S.values.data(), V, Vp, nq, inverse_sum, out_row); break;
+            default:
+                for (int i = 0; i < nq; ++i) {
+                    for (int64_t d = 0; d < D; ++d) {
+                        float acc = 0.0f;
+                        for (int64_t j = 0; j < V; ++j) acc += S.scores[i * Vp + j] * S.values[j * D + d];
+                        out_row[i][d] = acc * inverse_sum[i];
+                    }
                 }
-            }
-            for (int i = 0; i < nq; ++i) {
-                float* o = outp + query[i] * D;
-                for (int t = 0; t < vecs; ++t) store(o + t * kLanes, acc[i][t] * inverse_sum[i]);
-            }
-        } else {
-            for (int i = 0; i < nq; ++i) {
-                float* o = outp + query[i] * D;
-                for (int64_t d = 0; d < D; ++d) {
-                    float acc = 0.0f;
-                    for (int64_t j = 0; j < V; ++j) acc += S.scores[i * Vp + j] * S.values[j * D + d];
-                    o[d] = acc * inverse_sum[i];
-                }
-            }
         }
     }
 }
