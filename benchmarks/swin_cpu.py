@@ -125,11 +125,12 @@ def measure(args, r1_values):
             print(f"exported r1={r1}", file=sys.stderr)
         video = seeded_clips(1, models[0].config.input_shape)
         runners = {f"ort r1={r1}": ort_runner(paths[r1], video, threads=args.threads) for r1 in r1_values}
+        kernel_paths = {}
         if args.kernel:
             for r1 in r1_values:
-                kernel_path = Path(folder) / f"{args.model}_r{r1}_kernel.onnx"
-                export_onnx(models[r1], kernel_path, window_attention="kernel")
-                runners[f"kernel r1={r1}"] = ort_runner(kernel_path, video, threads=args.threads)
+                kernel_paths[r1] = Path(folder) / f"{args.model}_r{r1}_kernel.onnx"
+                export_onnx(models[r1], kernel_paths[r1], window_attention="kernel")
+                runners[f"kernel r1={r1}"] = ort_runner(kernel_paths[r1], video, threads=args.threads)
         if not args.skip_eager:
             runners.update({f"torch r1={r1}": torch_runner(models[r1], video) for r1 in r1_values})
         precisions = [p for p in args.openvino.split(",") if p]
@@ -137,6 +138,9 @@ def measure(args, r1_values):
             runners.update({f"ov-{precision} r1={r1}": ov_runner(paths[r1], video, precision, args.threads) for r1 in r1_values})
         times = interleaved_timings(runners, warmup=args.warmup, runs=args.runs)
         shares = {r1: sta_time_share(paths[r1], video, threads=args.threads, runs=3) for r1 in r1_values if r1 > 0}
+        for r1, kernel_path in kernel_paths.items():
+            if r1 > 0:  # the segments' profiles and the kernel's timings, merged
+                shares[r1]["kernel"] = sta_time_share(kernel_path, video, threads=args.threads, runs=3)["sta_fraction"]
         for precision in precisions:
             for r1 in r1_values:
                 if r1 > 0:
@@ -192,6 +196,9 @@ def summary_rows(args, r1_values, times, shares, limits):
                 kernel_ms=median[f"kernel r1={r1}"],
                 kernel_ratio=median[f"kernel r1={r1}"] / median["kernel r1=0"],
                 kernel_paired_ratio=statistics.median(paired_ratios(times["kernel r1=0"], times[f"kernel r1={r1}"])),
+                # against the plain r1 = 0 export of the same round (the r1 = 0 graphs are the same)
+                kernel_paired_vs_plain_unpruned=statistics.median(paired_ratios(times["ort r1=0"], times[f"kernel r1={r1}"])),
+                kernel_sta_share=shares.get(r1, {}).get("kernel"),
                 kernel_vs_plain=median[f"kernel r1={r1}"] / ort_ms,  # the kernel export's time over the plain one's, same r1
             )
         if f"torch r1={r1}" in median:
@@ -218,6 +225,8 @@ def print_report(args, rows, profiles):
         print("\n--window-attention kernel (kept-query attention; same interleaved run): " + "; ".join(
             f"r1={row['r1']} {row['kernel_ms']:.0f} ms ratio {row['kernel_ratio']:.3f} paired {row['kernel_paired_ratio']:.3f}"
             f" vs plain {row['kernel_vs_plain']:.3f}"
+            + ("" if row["r1"] == 0 else f"; paired vs plain r1=0 {row['kernel_paired_vs_plain_unpruned']:.3f}")
+            + ("" if row.get("kernel_sta_share") is None else f" STA {row['kernel_sta_share']:.2%}")
             for row in rows
         ))
     if profiles:

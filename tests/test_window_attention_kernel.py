@@ -188,7 +188,6 @@ def test_cli_refuses_what_the_kernel_cannot_do(tmp_path, extra, message):
 
 
 def test_other_backends_refuse_kernel_exports_in_one_line(exports):
-    from sta_deploy.bench import profile_nodes
     from sta_deploy.runtime.openvino import check_openvino_model_file
     from sta_deploy.runtime.trt import check_plugin_libs
 
@@ -197,9 +196,27 @@ def test_other_backends_refuse_kernel_exports_in_one_line(exports):
         check_openvino_model_file(path)
     with pytest.raises(ValueError, match="no TensorRT plugin yet"):
         check_plugin_libs(path, ())
-    with pytest.raises(ValueError, match="profile the --window-attention onnx export"):
-        profile_nodes(path, np.zeros((2, 3, 8, 56, 56), np.float32), runs=1, threads=1, optimization="all")
     assert WINDOW_ATTENTION_OP_TYPE == "KeptWindowAttention"
+
+
+def test_profiler_sees_every_node_of_a_kernel_export(exports, tmp_path):
+    """The segments' ONNX Runtime profiles and the kernel's timings merge into one trace: with
+    optimisations off every exported node is in it, the kernel nodes under their own names."""
+    from sta_deploy.bench import node_times, sta_time_share
+
+    path = exports["r8-batch2"][1]["kernel"]
+    video = np.random.default_rng(0).standard_normal((2, 3, 8, 56, 56), dtype=np.float32)
+    graph = onnx.load(str(path)).graph
+    times = node_times(path, video, runs=2, threads=1)
+    assert set(times) == {node.name for node in graph.node}
+    kernel_nodes = {node.name for node in graph.node if node.op_type == WINDOW_ATTENTION_OP_TYPE}
+    assert {name for name, (op_type, _) in times.items() if op_type == WINDOW_ATTENTION_OP_TYPE} == kernel_nodes
+    assert all(times[name][1] > 0 for name in kernel_nodes)
+    share = sta_time_share(path, video, runs=2, threads=1)  # the optimised segments, merged
+    assert share["sta_us"] > 0 and share["other_us"] > 0 and 0 < share["sta_fraction"] < 1
+    code, out, err = run_cli("bench", path, "--profile", "--runs", "1", "--warmup", "0", "--threads", "1")
+    assert code == 0, err
+    assert "STA nodes:" in out
 
 
 def _arch_args(config: dict) -> list:

@@ -81,7 +81,8 @@ def _copy_options(options, ort):
     """A fresh SessionOptions with ``options``' settings (one SessionOptions per session)."""
     copy = ort.SessionOptions()
     for name in ("graph_optimization_level", "intra_op_num_threads", "inter_op_num_threads", "log_severity_level",
-                 "execution_mode", "enable_cpu_mem_arena", "enable_mem_pattern", "enable_profiling", "profile_file_prefix"):
+                 "execution_mode", "enable_cpu_mem_arena", "enable_mem_pattern", "enable_profiling", "profile_file_prefix",
+                 "optimized_model_filepath"):
         setattr(copy, name, getattr(options, name))
     return copy
 

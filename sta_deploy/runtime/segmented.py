@@ -12,7 +12,10 @@ are computed once, when the session is made.
 
 from __future__ import annotations
 
+import json
+import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 
@@ -31,6 +34,7 @@ class _KernelStep:
     inputs: list[str]
     output: str
     scale: float
+    node: object  # the KeptWindowAttention NodeProto (its name in profiles, its place in merged graphs)
 
 
 @dataclass
@@ -53,6 +57,10 @@ class SegmentedSession:
         self._threads = threads
         self._providers = providers
         self._make_options = make_options
+        # ONNX Runtime's profiler, when the options ask for it: every segment profiles itself (a file
+        # each) and the kernel's runs are timed here; end_profiling() merges them into one trace.
+        self._profiling = False
+        self._kernel_events: list[dict] = []
         model = onnx.load(str(path))  # with external data, if any
         self._graph_inputs = [value.name for value in model.graph.input]
         self._graph_outputs = [value.name for value in model.graph.output]
@@ -108,7 +116,7 @@ class SegmentedSession:
             later = reads_after[index + 1]
             if not isinstance(item, list):
                 scale = next(attr.f for attr in item.attribute if attr.name == "scale")
-                plan.steps.append(_KernelStep(list(item.input), item.output[0], scale))
+                plan.steps.append(_KernelStep(list(item.input), item.output[0], scale, item))
                 continue
             produced = [name for node in item for name in node.output if name]
             read = [name for node in item for name in node.input if name]
@@ -124,16 +132,29 @@ class SegmentedSession:
                 initializer=used_initializers,
             )
             sub_model = onnx.helper.make_model(sub, opset_imports=[o for o in model.opset_import if o.domain != PLUGIN_DOMAIN], ir_version=model.ir_version)
-            plan.steps.append(_Segment(self._session(sub_model), inputs, outputs))
+            plan.steps.append(_Segment(self._session(sub_model, f"segment{index}"), inputs, outputs))
         for index, step in enumerate(plan.steps):
             for name in step.inputs:
                 plan.last_use[name] = index
         return plan
 
-    def _session(self, model):
+    def _session(self, model, label: str | None = None):
+        """A session for one piece of the graph; ``label`` names its profile and optimised-graph files
+        (None: the one-off constants session, which is neither profiled nor saved)."""
         import onnxruntime as ort
 
         options = self._make_options()
+        if label is None:
+            options.enable_profiling = False
+            options.optimized_model_filepath = ""
+        else:
+            if options.enable_profiling:
+                self._profiling = True
+                options.profile_file_prefix = f"{options.profile_file_prefix}_{label}"
+            if options.optimized_model_filepath:
+                saved = Path(options.optimized_model_filepath)
+                options.optimized_model_filepath = str(saved.with_name(f"{saved.stem}_{label}.onnx"))
+                options.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{saved.stem}_{label}.weights")
         # Every segment has its own thread pool: its workers spin while it runs (no wake-up per op)
         # and stop when its run ends, so that they do not steal the cores from the next segment and
         # the kernel.  (Measured on swin_t r1 = 256, 2 threads, interleaved: 714 ms, against 757 ms
@@ -198,12 +219,53 @@ class SegmentedSession:
                 out = buffers.get(step.output)
                 if out is None:
                     out = buffers[step.output] = ort.OrtValue.ortvalue_from_shape_and_type([q_shape[0], q_shape[1], kept, q_shape[3]], np.float32)
+                started = time.perf_counter()
                 kernel_forward(operands, window_type, step.scale, _buffer(out), threads=self._threads)
+                if self._profiling:
+                    self._kernel_events.append({
+                        "cat": "Node", "name": f"{step.node.name}_kernel_time", "ph": "X",
+                        "ts": int(started * 1e6), "dur": int(round((time.perf_counter() - started) * 1e6)),
+                        "args": {"op_name": step.node.op_type, "provider": "sta_deploy kernel"},
+                    })
                 values[step.output] = out
             for name in [name for name in values if plan.last_use.get(name, -1) <= index and name not in keep]:
                 del values[name]  # free what no later step reads
         # copies: the buffers are overwritten by the next run
         return [np.array(values[name].numpy() if name in values else self._plan.constants[name], copy=True) for name in (output_names or self._graph_outputs)]
+
+    def end_profiling(self) -> str:
+        """Stop profiling; the path of one trace with every segment's events and the kernel's
+        (``<node>_kernel_time`` events, as ONNX Runtime names its own), like ``InferenceSession``'s."""
+        if not self._profiling:
+            return ""
+        events, first = [], None
+        for step in self._plan.steps:
+            if isinstance(step, _Segment):
+                path = Path(step.session.end_profiling())
+                first = first or path
+                events.extend(json.loads(path.read_text()))
+        events.extend(self._kernel_events)
+        merged = first.with_name(f"segmented_{first.name}")
+        merged.write_text(json.dumps(events))
+        self._profiling = False
+        return str(merged)
+
+    def optimized_graph(self):
+        """The graph as ONNX Runtime runs it: every segment's optimised graph (saved when the options
+        set ``optimized_model_filepath``) with the kernel nodes between them, in run order."""
+        import onnx
+
+        graph = onnx.GraphProto()
+        for index, step in enumerate(self._plan.steps):
+            if isinstance(step, _Segment):
+                saved = Path(self._make_options().optimized_model_filepath)
+                if not saved.name:
+                    raise ValueError("set optimized_model_filepath in the session options to keep the optimised graph")
+                segment = saved.with_name(f"{saved.stem}_segment{index}.onnx")
+                graph.node.extend(onnx.load(str(segment), load_external_data=False).graph.node)
+            else:
+                graph.node.append(step.node)
+        return graph
 
     def _constant(self, name):
         import onnxruntime as ort
@@ -244,9 +306,12 @@ def _value_types(model) -> dict:
         infos[value.name] = value
     for init in graph.initializer:
         infos[init.name] = onnx.helper.make_tensor_value_info(init.name, init.data_type, list(init.dims))
-    typed = onnx.ModelProto()
-    typed.CopyFrom(model)
-    del typed.graph.initializer[:]  # shape inference needs no weights, only their types
+    typed = onnx.ModelProto()  # the model without its weights: shape inference needs only their types
+    typed.ir_version = model.ir_version
+    typed.opset_import.extend(model.opset_import)
+    typed.functions.extend(model.functions)
+    for field_name in ("node", "input", "output", "value_info"):
+        getattr(typed.graph, field_name).extend(getattr(graph, field_name))
     typed.graph.input.extend(infos[init.name] for init in graph.initializer if init.name not in {v.name for v in graph.input})
     for node in graph.node:
         if is_window_attention_node(node):
