@@ -61,6 +61,7 @@ class SegmentedSession:
         # each) and the kernel's runs are timed here; end_profiling() merges them into one trace.
         self._profiling = False
         self._kernel_events: list[dict] = []
+        self._optimized_paths: list[Path] = []  # each segment's saved optimised graph, in run order
         model = onnx.load(str(path))  # with external data, if any
         self._graph_inputs = [value.name for value in model.graph.input]
         self._graph_outputs = [value.name for value in model.graph.output]
@@ -153,7 +154,8 @@ class SegmentedSession:
                 options.profile_file_prefix = f"{options.profile_file_prefix}_{label}"
             if options.optimized_model_filepath:
                 saved = Path(options.optimized_model_filepath)
-                options.optimized_model_filepath = str(saved.with_name(f"{saved.stem}_{label}.onnx"))
+                self._optimized_paths.append(saved.with_name(f"{saved.stem}_{label}.onnx"))
+                options.optimized_model_filepath = str(self._optimized_paths[-1])
                 options.add_session_config_entry("session.optimized_model_external_initializers_file_name", f"{saved.stem}_{label}.weights")
         # Every segment has its own thread pool: its workers spin while it runs (no wake-up per op)
         # and stop when its run ends, so that they do not steal the cores from the next segment and
@@ -255,14 +257,12 @@ class SegmentedSession:
         set ``optimized_model_filepath``) with the kernel nodes between them, in run order."""
         import onnx
 
-        graph = onnx.GraphProto()
-        for index, step in enumerate(self._plan.steps):
+        if not self._optimized_paths:
+            raise ValueError("set optimized_model_filepath in the session options to keep the optimised graph")
+        graph, saved = onnx.GraphProto(), iter(self._optimized_paths)
+        for step in self._plan.steps:
             if isinstance(step, _Segment):
-                saved = Path(self._make_options().optimized_model_filepath)
-                if not saved.name:
-                    raise ValueError("set optimized_model_filepath in the session options to keep the optimised graph")
-                segment = saved.with_name(f"{saved.stem}_segment{index}.onnx")
-                graph.node.extend(onnx.load(str(segment), load_external_data=False).graph.node)
+                graph.node.extend(onnx.load(str(next(saved)), load_external_data=False).graph.node)
             else:
                 graph.node.append(step.node)
         return graph
