@@ -17,7 +17,10 @@ batcher's preferred batch sizes 1 and 2, for CPUs where large batches are slower
 transport is ``http`` (the clip in the request body) or ``shm`` (the clip in a system shared
 memory region, HTTP carrying only its name: ``Connection(shared_memory=True)``).  Every cell also
 records the CPU seconds spent by the client process, tritonserver and its Python-backend stubs
-(from /proc), to show where the machine's cores go.  The c=1 overhead is judged on the first
+(from /proc), to show where the machine's cores go.  ``--batch-bound`` (default 2,8) also times the
+in-process session on batches of those sizes: a dynamic batcher can only gain what batching gains,
+so where those run slower per clip than batch 1, no server beats in-process batch 1 at any
+concurrency.  The c=1 overhead is judged on the first
 configuration and transport, the throughput at the largest concurrency on the best one (named in
 the target).  Every target also carries its value round by round (throughput ratios against the
 in-process rate of the same round; for the r1 ratio, the served ratio minus the in-process one of
@@ -71,6 +74,9 @@ def parse_args(argv=None):
                         help="Triton configurations INSTANCESxTHREADS[pSIZES] (SIZES: preferred batch sizes joined by +), comma-separated; the first is the c=1 overhead's")
     parser.add_argument("--transport", default="http", help="client transports, comma-separated: http (request body), shm (system shared memory)")
     parser.add_argument("--max-batch", type=int, default=8)
+    parser.add_argument("--batch-bound", default="2,8",
+                        help="also time the in-process session on batches of these sizes (comma-separated; empty: none): "
+                             "the most a dynamic batcher could gain over batch 1 on this CPU")
     parser.add_argument("--workdir", default=str(ROOT / "out" / "serve_cpu"))
     parser.add_argument("--out", default=None)
     return parser.parse_args(argv)
@@ -183,11 +189,12 @@ def measure(args, servers: dict, sessions: dict, clip, r1_values, concurrency) -
     results: dict = {}
     warmups: dict = {}  # "r1 mode": the untimed calls' latencies, kept to show the cold-call effect
 
-    def add(key, latencies, wall, cpu=None):
+    def add(key, latencies, wall, cpu=None, clips=None):
+        clips = len(latencies) if clips is None else clips  # a batch cell's latencies are per batch
         entry = results.setdefault(key, {"latencies": [], "clips": 0, "seconds": 0.0, "cpu": {}, "round_rates": []})
-        entry["round_rates"].append(len(latencies) / wall)  # this round's clips/s, for the spread between rounds
+        entry["round_rates"].append(clips / wall)  # this round's clips/s, for the spread between rounds
         entry["latencies"] += latencies
-        entry["clips"] += len(latencies)
+        entry["clips"] += clips
         entry["seconds"] += wall
         for process, seconds in (cpu or {}).items():
             entry["cpu"][process] = entry["cpu"].get(process, 0.0) + seconds
@@ -198,6 +205,12 @@ def measure(args, servers: dict, sessions: dict, clip, r1_values, concurrency) -
             cpu_before = time.process_time()
             latencies = in_process(sessions[r1], clip, args.runs)
             add((r1, "in-process"), latencies, sum(latencies), {"in-process": time.process_time() - cpu_before})
+            for batch in args.batch_bounds:  # what batching itself gains or loses on this CPU, no server involved
+                clips = np.repeat(clip, batch, axis=0)
+                in_process(sessions[r1], clips, args.segment_warmup)
+                cpu_before = time.process_time()
+                latencies = in_process(sessions[r1], clips, max(1, args.runs // batch))
+                add((r1, batch_mode(batch)), latencies, sum(latencies), {"in-process": time.process_time() - cpu_before}, clips=batch * len(latencies))
             for label, server in servers.items():
                 for transport in args.transports:
                     for level in concurrency:
@@ -211,6 +224,10 @@ def measure(args, servers: dict, sessions: dict, clip, r1_values, concurrency) -
                         add((r1, mode_name(label, transport, level)), latencies, wall, {k: after[k] - before[k] for k in after})
         print(f"round {round_index + 1}/{args.rounds} done", flush=True)
     return results, warmups
+
+
+def batch_mode(batch: int) -> str:
+    return f"in-process batch {batch}"
 
 
 def mode_name(label: str, transport: str, level: int) -> str:
@@ -312,6 +329,7 @@ def main(argv=None) -> int:
     concurrency = [int(v) for v in args.concurrency.split(",")]
     labels = args.servers.split(",")
     args.transports = args.transport.split(",")
+    args.batch_bounds = [int(v) for v in args.batch_bound.split(",") if v]
     if set(args.transports) - {"http", "shm"}:
         raise SystemExit(f"--transport: http and/or shm, got {args.transport!r}")
     Path(args.workdir).mkdir(parents=True, exist_ok=True)
@@ -319,9 +337,17 @@ def main(argv=None) -> int:
     paths = export_models(args.model, r1_values, Path(args.workdir))
     results, warmups = run_cells(args, paths, r1_values, concurrency, labels)
     setups = [(label, transport) for label in labels for transport in args.transports]
-    rows = summarise(results, r1_values, [mode_name(*setup, level) for setup in setups for level in concurrency])
+    rows = summarise(results, r1_values, [batch_mode(batch) for batch in args.batch_bounds] + [mode_name(*setup, level) for setup in setups for level in concurrency])
     checks = targets(rows, r1_values, setups, concurrency)
     print(table(rows))
+    for r1 in r1_values:  # the ceiling of the concurrency target: a batcher can only gain what batching gains
+        bounds = [row for row in rows if row["r1"] == r1 and row["mode"].startswith("in-process batch ")]
+        if bounds:
+            best = max(bounds, key=lambda row: row["throughput_vs_in_process"])
+            sizes = ", ".join(row["mode"].split()[-1] for row in bounds)
+            rates = ", ".join(format(row["throughput_vs_in_process"], ".3f") for row in bounds)
+            print(f"note   r1={r1}: in-process batches of {sizes} run at {rates} of batch 1's clips/s"
+                  + ("" if best["throughput_vs_in_process"] > 1.0 else ": batching gains nothing on this CPU, so no server beats batch 1 at any concurrency"))
     for check in checks:
         spread = check.get("by_round") or check.get("gap_by_round")
         sign = "+" if "gap_by_round" in check else ""  # gaps are signed, throughput ratios are not
@@ -331,7 +357,7 @@ def main(argv=None) -> int:
         "benchmark": "serve_cpu", "model": args.model, "r1": r1_values, "concurrency": concurrency, "rounds": args.rounds,
         "in_process_runs_per_round": args.runs, "requests_per_thread_per_round": args.requests,
         "segment_warmup_calls": args.segment_warmup, "ort_threads": args.threads, "servers": args.servers,
-        "max_batch": args.max_batch, "transports": args.transports,
+        "max_batch": args.max_batch, "transports": args.transports, "batch_bounds": args.batch_bounds,
         "transport": "one clip per request, float32 (1, 3, T, H, W); http: in the HTTP body; shm: in a system shared memory region named in the HTTP request",
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "load_average_at_start": [round(v, 2) for v in load]},
