@@ -23,10 +23,12 @@ from .names import PLUGIN_OP_TYPE
 
 CONTRIB_DOMAIN = "ai.onnx.contrib"
 _REGISTERED = False
-# Errors raised inside the op, oldest first; a run raises those recorded while it ran.  (Two sessions
-# running at once in two threads would both see an error of either: both fail, neither is silent.)
+# Errors raised inside the op, oldest first; a run raises those recorded while it ran.  (Two runs at
+# once in two threads would both see an error of either: both fail, neither is silent.)  The list is
+# emptied when no run is in flight.
 _op_errors: list[str] = []
 _op_errors_lock = threading.Lock()
+_runs_in_flight = 0
 
 
 def _reference_library():
@@ -119,17 +121,21 @@ class CheckedSession:
         return self._checked(self._session.run_with_iobinding, *args, **kwargs)
 
     def _checked(self, run, *args, **kwargs):
+        global _runs_in_flight
         with _op_errors_lock:
             start = len(_op_errors)
+            _runs_in_flight += 1
+        result = failure = None
         try:
             result = run(*args, **kwargs)
         except Exception as error:  # the placeholder indices may break a later node: report the cause
             failure = error
-        else:
-            failure = None
-        with _op_errors_lock:
-            recorded = _op_errors[start:]
-            del _op_errors[:]
+        finally:
+            with _op_errors_lock:
+                recorded = _op_errors[start:]
+                _runs_in_flight -= 1
+                if not _runs_in_flight:
+                    _op_errors.clear()
         if recorded:
             raise RuntimeError(f"STAStageSelect failed ({recorded[0]}); re-export the model (sta-deploy export ... --sta-impl plugin)") from None
         if failure is not None:
