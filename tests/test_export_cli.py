@@ -10,6 +10,7 @@ from pathlib import Path
 import onnx
 import pytest
 
+import sta_deploy
 from sta_deploy.export.onnx_export import SUPPORTED_OPSETS
 from sta_deploy.sta import STA_SCOPE
 from sta_deploy.export.recipes import load_recipe, published_recipes
@@ -150,6 +151,14 @@ def test_recipes_cover_every_vit_preset_r1_and_dtype():
         covered.add((recipe["model"], recipe["r1"], recipe.get("dtype", "fp32")))
     wanted = set(itertools.product(VIT_PRESETS, PAPER_R1, ("fp32", "fp16")))
     assert sorted(wanted - covered) == []
+
+
+def test_recipes_cover_every_swin_preset_at_table3_r1():
+    """Table 3 of the paper publishes Video Swin at r1 = 0/192/256/320 (Kinetics-400, fp32)."""
+    swin_presets = [name for name in sta_deploy.list_models() if name.startswith("swin_")]
+    covered = {(recipe["model"], recipe["r1"], recipe.get("dtype", "fp32")) for recipe in map(load_recipe, RECIPES)}
+    wanted = set(itertools.product(swin_presets, (0, 192, 256, 320), ("fp32",)))
+    assert swin_presets and sorted(wanted - covered) == []
 
 
 def test_export_with_a_recipe_uses_its_r1(tmp_path):

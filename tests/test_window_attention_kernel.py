@@ -224,3 +224,17 @@ def _arch_args(config: dict) -> list:
     for key, value in config.items():
         args += [f"--{key.replace('_', '-')}", ",".join(map(str, value)) if isinstance(value, tuple) else value]
     return args
+
+
+def test_swin_recipe_with_kernel_attention_on_the_command_line(tmp_path):
+    """A published Swin recipe (export/swin_t_r256.toml) takes --window-attention kernel from the
+    command line; small architecture overrides keep the export quick."""
+    from pathlib import Path
+
+    recipe = Path(__file__).resolve().parents[1] / "export" / "swin_t_r256.toml"
+    out = tmp_path / "swin.onnx"
+    code, _, err = run_cli("export", "--recipe", recipe, *_arch_args(SMALL), "--r1", "8", "--window-attention", "kernel", "-o", out, "--no-validate")
+    assert code == 0, err
+    manifest = read_manifest(out)
+    assert manifest["model"] == "swin_t" and manifest["r1"] == 8
+    assert count_window_attention_nodes(out) == sum(SMALL["depths"][1:])
