@@ -38,6 +38,7 @@ import sta_deploy  # noqa: E402
 from sta_deploy.export.manifest import versions  # noqa: E402
 from sta_deploy.models import swin as swin_module  # noqa: E402
 from sta_deploy.plugin.window_attention import kernel_forward  # noqa: E402
+from sta_deploy.runtime.onnxrt import DENORMAL_AS_ZERO_KEY  # noqa: E402
 from sta_deploy.validate import seeded_clips  # noqa: E402
 
 
@@ -109,6 +110,7 @@ def plain_attention_session(heads: int, windows: int, volume: int, head_dim: int
     options.intra_op_num_threads = threads
     # the kernel runs between this session's runs: idle workers must not spin on its cores
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry(DENORMAL_AS_ZERO_KEY, "1")  # as sta_deploy's own sessions do
     return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 

@@ -152,6 +152,38 @@ def test_nearest_kept_brute_force():
                 assert kept[b, g, fill[b, g, p]].item() == best
 
 
+@pytest.mark.parametrize("height, width, keep", [(28, 28, 528), (14, 14, 100), (7, 7, 32), (9, 4, 1)])
+def test_nearest_kept_key_equals_argmin(height, width, keep, monkeypatch):
+    """The encoded-key min-reduction picks what the plain ArgMin picks, ties included, on swin_t's
+    224-pixel stage grids (the largest key there, 3 * 528 * 1458 + 528, is far below 2**24)."""
+    import sta_deploy.models.swin_geometry as geometry
+
+    assert geometry._index_key_is_exact(keep, height, width)
+    generator = torch.Generator().manual_seed(height * keep)
+    kept = torch.stack([torch.randperm(height * width, generator=generator)[:keep].sort().values for _ in range(4)]).view(2, 2, keep)
+    fill = nearest_kept(kept, height, width)
+    monkeypatch.setattr(geometry, "_index_key_is_exact", lambda *_: False)
+    assert torch.equal(fill, nearest_kept(kept, height, width))
+    rows, cols = torch.arange(height * width) // width, torch.arange(height * width) % width
+    nearest = kept.gather(-1, fill)
+    distance = (rows - nearest // width) ** 2 + (cols - nearest % width) ** 2
+    every = (rows.view(-1, 1) - (kept // width).unsqueeze(-2)) ** 2 + (cols.view(-1, 1) - (kept % width).unsqueeze(-2)) ** 2
+    assert torch.equal(distance, every.amin(-1))
+
+
+def test_nearest_kept_key_falls_back_when_inexact():
+    """Past 2**24 the float32 key would round: a 448-pixel input's first stage (56x56 grid, 2880
+    kept) takes the ArgMin path, and the key's bound is what decides."""
+    from sta_deploy.models.swin_geometry import _index_key_is_exact
+
+    assert not _index_key_is_exact(2880, 56, 56)  # 3 * 2880 * 6050 + 2880 = 52.3e6
+    assert _index_key_is_exact(3834, 28, 28) and not _index_key_is_exact(3835, 28, 28)  # 2**24 / 4375 = 3834.8
+    grid = torch.arange(56 * 56).view(1, 1, -1)
+    kept = grid[..., ::3].contiguous()  # every third position: many equidistant pairs
+    fill = nearest_kept(kept, 56, 56)
+    assert torch.equal(kept.gather(-1, fill)[..., ::3], kept)  # a kept position maps to itself
+
+
 @pytest.mark.parametrize(
     "grid, window, shift",
     [((4, 14, 14), (2, 3, 3), (1, 1, 1)), ((4, 7, 7), (2, 3, 3), (0, 0, 0)), ((4, 2, 2), (2, 3, 3), (1, 1, 1)), ((3, 5, 6), (2, 4, 4), (1, 2, 2))],

@@ -170,21 +170,40 @@ def nearest_kept(kept: Tensor, height: int, width: int) -> Tensor:
     ``kept`` is (B, G, k) raster positions ``h * width + w`` within each temporal slice, sorted
     ascending.  Returns (B, G, height * width) int64 in [0, k).  "Nearest" is the smallest
     squared Euclidean distance on the (h, w) grid of the same slice; ties go to the kept token
-    with the lowest raster position (``argmin`` returns the first minimum, in torch and in ONNX
-    ArgMin alike).  A kept position maps to itself.  Distances are exact integers in float32.
+    with the lowest raster position (the lowest index in ``kept``).  A kept position maps to
+    itself.  Every value below is an exact integer in float32.
     """
     device = kept.device
+    k = kept.shape[-1]
     n = height * width
     positions = torch.arange(n, device=device)
-    # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 is the same for every kept q of a row, so the argmin
-    # over q of (-2 p.q + |q|^2) is the same, ties included (all values are exact integers in
-    # float32).  As one MatMul of (n, 3) [h, w, 1] by (3, k) [-2 h', -2 w', |q|^2]: one pass over
-    # the (n, k) distances instead of five element-wise ones.
+    # |p - q|^2 = |p|^2 - 2 p.q + |q|^2; |p|^2 is the same for every kept q of a row, so the
+    # nearest q minimises d = -2 p.q + |q|^2, ties included.  As one MatMul of (n, 3) [h, w, 1] by
+    # (3, k) [-2 h', -2 w', |q|^2]: one pass over the (n, k) distances.
     rows = (positions // width).to(torch.float32)
     cols = (positions % width).to(torch.float32)
     points = torch.stack([rows, cols, torch.ones_like(rows)], dim=-1)  # (n, 3)
+    points = points.expand(*kept.shape[:-1], n, 3)  # batched like kept_terms (fvcore counts the batch then)
     kept_rows = (kept // width).to(torch.float32)  # (B, G, k)
     kept_cols = (kept % width).to(torch.float32)
-    kept_terms = torch.stack([-2.0 * kept_rows, -2.0 * kept_cols, kept_rows * kept_rows + kept_cols * kept_cols], dim=-2)  # (B, G, 3, k)
-    points = points.expand(*kept.shape[:-1], n, 3)  # batched like kept_terms (fvcore counts the batch then)
-    return (points @ kept_terms).argmin(dim=-1)
+    squares = kept_rows * kept_rows + kept_cols * kept_cols
+    if not _index_key_is_exact(k, height, width):
+        kept_terms = torch.stack([-2.0 * kept_rows, -2.0 * kept_cols, squares], dim=-2)  # (B, G, 3, k)
+        return (points @ kept_terms).argmin(dim=-1)
+    # The key k * d + j (j = the index in kept) orders by distance, then by j, so its minimum names
+    # the nearest kept token with the tie rule built in, and a min-reduction is several times
+    # faster than ArgMin on ONNX Runtime's CPU (3.8 vs 0.6 ms on swin_t's first stage).  The index
+    # term rides in the MatMul's constant column; floor division by k recovers j (d may be < 0).
+    index = torch.arange(k, device=device, dtype=torch.float32)
+    kept_terms = torch.stack([-2.0 * k * kept_rows, -2.0 * k * kept_cols, k * squares + index], dim=-2)
+    key = (points @ kept_terms).amin(dim=-1).to(torch.int64)
+    return torch.remainder(key, k)
+
+
+def _index_key_is_exact(k: int, height: int, width: int) -> bool:
+    """Whether every partial sum of the encoded key k * d + j stays an integer float32 holds exactly.
+
+    |h * 2k h'| + |w * 2k w'| + |k |q|^2 + j| <= 3k((H-1)^2 + (W-1)^2) + k; float32 integers are
+    exact below 2**24, whatever order the MatMul sums in.  (224-pixel inputs: at most 4.6e6.)
+    """
+    return 3 * k * ((height - 1) ** 2 + (width - 1) ** 2) + k < 2**24
