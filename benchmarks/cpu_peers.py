@@ -72,6 +72,11 @@ def parse_args(argv):
     parser.add_argument("--clips", type=int, default=3, help="validation clips per path and r1")
     parser.add_argument("--calib", type=int, default=4, help="int8 calibration clips (seeded random)")
     parser.add_argument("--skip-compile", action="store_true", help="leave torch.compile out")
+    parser.add_argument(
+        "--pause", type=float, default=0.2,
+        help="seconds idle before every timed run, so that the previous path's spinning threads are off the cores "
+        "(0 = none, as in runs before 2026-12-04)",
+    )
     parser.add_argument("--out", default=None)
     parser.add_argument("--from-json", default=None, help="print the table and targets of a saved run again (no measuring)")
     return parser.parse_args(argv)
@@ -204,7 +209,7 @@ def measure(args) -> dict:
         paths, skipped, notes = build_paths(args, files, video, has_bf16)
         cache = cache_starts(files[max(R1_VALUES)]["fp32"], args.threads)
         runners = {f"{label} r1={r1}": (lambda call=call: call(video)) for label, per_r1 in paths.items() for r1, (call, _, _) in per_r1.items()}
-        times = interleaved_timings(runners, warmup=args.warmup, runs=args.runs)
+        times = interleaved_timings(runners, warmup=args.warmup, runs=args.runs, pause_s=args.pause)
         print("timed", file=sys.stderr)
         verdicts = validate_paths(paths, files, seeded_clips(args.clips, files[0]["model"].config.input_shape, seed=0))
         shares = sta_shares(args, paths, video)
@@ -327,7 +332,7 @@ def main(argv=None):
     for name in ("openvino", "nncf"):
         found[name] = __import__(name).__version__
     result = {
-        "model": args.model, "batch": 1, "threads": args.threads, "runs": args.runs, "validation_clips": args.clips,
+        "model": args.model, "batch": 1, "threads": args.threads, "runs": args.runs, "pause_s": args.pause, "validation_clips": args.clips,
         "calibration": f"{args.calib} seeded random clips (seed 1)", "machine": machine, "versions": found,
         "rows": rows, "skipped": measured["skipped"], "notes": measured["notes"], "openvino_cache": measured["cache"],
         "targets": goals, "raw_ms": measured["times"],

@@ -32,14 +32,21 @@ from sta_deploy.runtime.onnxrt import onnx_session
 from sta_deploy.validate import seeded_clips
 
 
-def interleaved_timings(runners: dict, *, warmup: int, runs: int) -> dict[str, list[float]]:
-    """Time every runner once per round, ``runs`` rounds, after ``warmup`` untimed rounds."""
+def interleaved_timings(runners: dict, *, warmup: int, runs: int, pause_s: float = 0.0) -> dict[str, list[float]]:
+    """Time every runner once per round, ``runs`` rounds, after ``warmup`` untimed rounds.
+
+    ``pause_s``: idle time before every timed call.  A runtime's worker threads keep spinning for a
+    while after its call returns, on the cores the next runner needs; when the runners belong to
+    different runtimes (ONNX Runtime, OpenVINO, PyTorch) that slows whichever call comes next.
+    """
     for _ in range(warmup):
         for run in runners.values():
             run()
     times = {name: [] for name in runners}
     for _ in range(runs):
         for name, run in runners.items():
+            if pause_s > 0:
+                time.sleep(pause_s)
             start = time.perf_counter()
             run()
             times[name].append((time.perf_counter() - start) * 1000.0)
