@@ -17,7 +17,8 @@
 Every step runs in a child process with a timeout taken from what is left of the budget; a step that
 does not fit is recorded as skipped.  Writes benchmarks/results/gpu_suite.json and prints a table next
 to the paper's throughput (ViT-L 16x224 on a V100 with AMP: 19.5 clips/s unpruned, ~47 at r1 = 64).
-Without an NVIDIA GPU it prints one line and exits 0.
+Without an NVIDIA GPU it prints one line and exits 0; ``--rehearse-on-cpu`` runs every step here
+instead (timings on the CPU, GPU tests skipping), to check the script itself.
 """
 
 from __future__ import annotations
@@ -152,7 +153,8 @@ def run_timings(suite: Suite, python: str, env: dict, args) -> list[dict]:
     with tempfile.TemporaryDirectory() as folder:
         for model, r1 in order:
             out = Path(folder) / f"{model}_{r1}.jsonl"
-            command = [python, __file__, "--child-time", model, str(r1), "--batches", args.batches, "--rows", str(out), "--plugin-lib", args.plugin_lib or ""]
+            command = [python, __file__, "--child-time", model, str(r1), "--batches", args.batches, "--rows", str(out), "--plugin-lib", args.plugin_lib or "",
+                       "--device", args.device]
             suite.run(f"timings {model} r1={r1}", command, cap=240, env=env, need=45)
             if out.is_file():
                 rows += [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
@@ -192,6 +194,11 @@ def main(argv=None) -> int:
     parser.add_argument("--child-app", metavar="BINARY", help=argparse.SUPPRESS)
     parser.add_argument("--rows", help=argparse.SUPPRESS)
     parser.add_argument("--device", default="cuda", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--rehearse-on-cpu", action="store_true",
+        help="run the whole suite here without a GPU (this Python, timings on the CPU, GPU tests skip): a check of the "
+        "script itself before a GPU machine's minutes are spent on it; e.g. --models vit_s --r1 0,48 --batches 1",
+    )
     args = parser.parse_args(argv)
     if args.child_time or args.child_app:
         sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -199,6 +206,8 @@ def main(argv=None) -> int:
 
         return _gpu_children.main(args)
     gpus = gpu_names()
+    if args.rehearse_on_cpu:
+        gpus, args.device, args.no_install = ["none (a CPU rehearsal: not GPU numbers)"], "cpu", True
     if not gpus:
         print("gpu_suite: no NVIDIA GPU here (nvidia-smi lists none); nothing to run")
         return 0
@@ -210,7 +219,7 @@ def main(argv=None) -> int:
     print(text)
     for step in suite.steps:
         print(f"{step['step']}: {step['status']} {step.get('detail', '')}")
-    result = {"gpus": gpus, "budget_s": args.budget, "steps": suite.steps, "rows": rows, "table": text, "paper": PAPER}
+    result = {"gpus": gpus, "rehearsal": args.rehearse_on_cpu, "budget_s": args.budget, "steps": suite.steps, "rows": rows, "table": text, "paper": PAPER}
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {args.out}")
