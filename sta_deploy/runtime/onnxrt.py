@@ -26,11 +26,11 @@ def default_providers() -> list[str]:
     return chosen + ["CPUExecutionProvider"]
 
 
-# Subnormal floats are 1.5x of Video Swin's time on Intel CPUs (x86 microcode assists on every
-# subnormal operand): the shifted-window mask's -100 makes the softmax emit exp(-100) = 3.7e-44, and
-# the attention-times-values MatMul then reads them (swin_t r1 = 256, 2 threads: 1550 -> 1040 ms;
-# Softmax alone 420 -> 63 ms).  AMD's cores handle subnormals at full speed.  Flushing them changes
-# nothing above 1.2e-38, so every session flushes them unless told not to.
+# Subnormal floats cost Video Swin 1.4-1.5x on Intel CPUs (microcode assists on subnormal
+# operands): the shifted-window mask's -100 makes the softmax emit exp(-100) = 3.7e-44, and the
+# attention-times-values MatMul then reads them (swin_t r1 = 256, 2 threads: 1550 -> 1040 ms;
+# Softmax alone 420 -> 63 ms; the AMD machine measured before showed no such cost).  Flushing them
+# changes nothing above 1.2e-38, so every session flushes them unless told not to.
 DENORMAL_AS_ZERO_KEY = "session.set_denormal_as_zero"
 
 
